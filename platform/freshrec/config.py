@@ -1,0 +1,65 @@
+"""One settings object for the whole platform, read from ``FRESHREC_*`` environment variables.
+
+Nested groups use ``__``: ``FRESHREC_TRAIN__BATCH_SIZE=64``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_API_TOKEN = "freshrec-dev-token"
+# The repository checkout that holds feature_repo/ when installed with `pip install -e .`.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+class FeastSettings(BaseModel):
+    project: str = "freshrec"
+    repo_path: Path = Field(default=_CHECKOUT / "feature_repo", description="Feast feature repository")
+    # A separate role for Feast's offline reads: it carries enable_nestloop=off and a
+    # statement_timeout, which PostgreSQL's planner needs for Feast's point-in-time join.
+    offline_user: str = "freshrec_feast"
+    registry_schema: str = "feast_registry"
+    online_schema: str = "feast_online"
+    profile_length: int = Field(20, description="items in a user's profile text")
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_k: int = 100
+    max_batch: int = 1000
+    max_text_chars: int = 512
+    poll_seconds: float = Field(1.0, description="how often the API checks the current-version pointer")
+    require_token_for_reads: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRESHREC_", env_nested_delimiter="__", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    home: Path = Field(default=Path.home() / ".freshrec", description="embedded database, artifacts, caches")
+    database_url: SecretStr | None = Field(default=None, description="external PostgreSQL with pgvector")
+    api_token: SecretStr = SecretStr(DEFAULT_API_TOKEN)
+    artifacts_uri: str | None = Field(default=None, description="fsspec URI; default $FRESHREC_HOME/artifacts")
+    base_model: str | None = Field(default=None, description="local Hugging Face encoder; default MiniLM")
+    feast: FeastSettings = FeastSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @model_validator(mode="after")
+    def _refuse_default_token_in_production(self) -> Settings:
+        if self.environment != "development" and self.api_token.get_secret_value() == DEFAULT_API_TOKEN:
+            raise ValueError("FRESHREC_API_TOKEN must be set to a secret value outside development")
+        return self
+
+    @property
+    def artifacts_root(self) -> str:
+        return self.artifacts_uri or str(self.home / "artifacts")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,164 @@
+"""The SQL state, as a typed SQLAlchemy 2.0 ORM. Migrations in ``migrations/`` build it."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
+
+# Fixed by the schema: HNSW indexes need a declared dimension. Changing it is a migration.
+EMBEDDING_DIM = 128
+EVENT_TYPES = ("view", "click", "cart", "purchase")
+VERSION_STATUSES = ("training", "candidate", "promoted", "rejected")
+STRATEGIES = ("head", "lora", "full")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class XID8(UserDefinedType):
+    """PostgreSQL's 64-bit transaction id, which never wraps around."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+    user_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    country: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class Item(Base):
+    __tablename__ = "items"
+    item_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    title: Mapped[str] = mapped_column(sa.Text)
+    category: Mapped[str | None] = mapped_column(sa.Text)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    price: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 2))
+    # Event-time clock: since when this text describes the item (Feast's point-in-time key).
+    valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _created()
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    __table_args__ = (
+        sa.CheckConstraint(f"event_type IN {EVENT_TYPES}", name="event_type"),
+        sa.CheckConstraint("quantity > 0", name="quantity_positive"),
+        sa.Index("ix_interactions_ingest_xid", "ingest_xid"),
+        sa.Index("ix_interactions_user_time", "user_id", "event_time"),
+        sa.Index("ix_interactions_event_time", "event_time"),
+    )
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    event_key: Mapped[str] = mapped_column(sa.Text, unique=True)
+    user_id: Mapped[str] = mapped_column(sa.ForeignKey("users.user_id"))
+    item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"))
+    event_type: Mapped[str] = mapped_column(sa.Text)
+    quantity: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+    query: Mapped[str | None] = mapped_column(sa.Text)
+    event_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    ingest_time: Mapped[datetime] = _created()
+    # The inserting transaction: the watermark cuts by it (see training/watermark.py).
+    ingest_xid: Mapped[Any] = mapped_column(XID8, server_default=sa.text("pg_current_xact_id()"))
+
+
+class UserProfile(Base):
+    """One row per (user, moment): the profile text valid from that moment on (Feast source)."""
+
+    __tablename__ = "user_profiles"
+    user_id: Mapped[str] = mapped_column(sa.ForeignKey("users.user_id"), primary_key=True)
+    valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
+    profile_text: Mapped[str] = mapped_column(sa.Text)
+    n_events: Mapped[int] = mapped_column(sa.Integer)
+    ingested_at: Mapped[datetime] = _created()
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {VERSION_STATUSES}", name="status"),
+        sa.CheckConstraint(f"strategy IN {STRATEGIES}", name="strategy"),
+    )
+    version: Mapped[int] = mapped_column(sa.Integer, sa.Identity(), primary_key=True)
+    parent_version: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.version"))
+    status: Mapped[str] = mapped_column(sa.Text)
+    strategy: Mapped[str] = mapped_column(sa.Text)
+    base_model: Mapped[str] = mapped_column(sa.Text)
+    artifact_uri: Mapped[str] = mapped_column(sa.Text)
+    artifact_sha256: Mapped[str] = mapped_column(sa.String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    feast_project: Mapped[str] = mapped_column(sa.Text)
+    feature_refs: Mapped[list[str]] = mapped_column(JSONB)
+    code_version: Mapped[str] = mapped_column(sa.Text)
+    device: Mapped[str] = mapped_column(sa.Text)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created()
+
+
+class Watermark(Base):
+    """The consumed cut of a version: rows with xid_from <= ingest_xid < xid_to."""
+
+    __tablename__ = "watermarks"
+    __table_args__ = (sa.CheckConstraint("xid_from <= xid_to", name="ordered"),)
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    xid_from: Mapped[Any] = mapped_column(XID8)
+    xid_to: Mapped[Any] = mapped_column(XID8)
+    # What the updater actually read, recorded at consumption time. Audits compare these with
+    # what the range holds now: a row that committed late into a consumed range changes them.
+    row_count: Mapped[int] = mapped_column(sa.BigInteger)
+    id_sum: Mapped[Decimal] = mapped_column(sa.Numeric(38, 0))
+    event_time_min: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    event_time_max: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
+class ItemEmbedding(Base):
+    __tablename__ = "item_embeddings"
+    __table_args__ = (
+        sa.Index(
+            "ix_item_embeddings_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+    )
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)
+    embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM))
+
+
+class Deployment(Base):
+    """History of the ``current`` pointer; its newest row is the serving version."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (sa.CheckConstraint("action IN ('promote', 'rollback')", name="action"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"))
+    previous_version: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.version"))
+    action: Mapped[str] = mapped_column(sa.Text)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = _created()
