@@ -1,0 +1,19 @@
+"""PostgreSQL sources. freshrec's loaders and POST /v1/events keep both tables current."""
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+
+# One row per item; valid_from is the first moment its text applies (its first sale for UCI data).
+item_source = PostgreSQLSource(
+    name="items_source",
+    query="SELECT item_id, concat_ws(' | ', title, category, description) AS item_text, valid_from FROM items",
+    timestamp_field="valid_from",
+    description="items.title, category and description as one text",
+)
+
+# One row per (user, moment): the titles of the user's last N interactions, valid from just after
+# the newest of them, so a point-in-time read at an event never sees that event itself.
+user_profile_source = PostgreSQLSource(
+    name="user_profiles_source",
+    query="SELECT user_id, profile_text AS user_text, n_events, valid_from FROM user_profiles",
+    timestamp_field="valid_from",
+    description="freshrec.ingest.profiles keeps this history current",
+)

@@ -1,2 +1,0 @@
-from typer import Typer
-app = Typer()

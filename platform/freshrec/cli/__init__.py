@@ -1,0 +1,29 @@
+"""The freshrec command line: a thin layer, each verb calls one function of one package.
+
+    freshrec demo                                   # the README's main job
+    freshrec db start|stop|status|url|upgrade|downgrade
+    freshrec env                                    # eval "$(freshrec env)" for feast and psql
+    freshrec load online-retail [PATH] [--since D] [--until D]
+    freshrec load items FILE | load interactions FILE
+    freshrec features apply | features materialize
+"""
+from __future__ import annotations
+
+import typer
+
+from freshrec.cli import db, features, load
+from freshrec.cli.demo import demo
+
+app = typer.Typer(help="freshrec: recommendations that stay fresh.", no_args_is_help=True, add_completion=False)
+app.add_typer(db.app, name="db")
+app.add_typer(load.app, name="load")
+app.add_typer(features.app, name="features")
+app.command()(demo)
+
+
+@app.command()
+def env() -> None:
+    """Print export lines so the plain `feast` CLI and `psql` reach freshrec's database."""
+    from freshrec.features import export_lines
+
+    typer.echo(export_lines())

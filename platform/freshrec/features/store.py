@@ -1,0 +1,85 @@
+"""Feast, in-process: open the store, apply the repo, materialize, read point-in-time features."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from freshrec.config import Settings, get_settings
+from freshrec.db.engine import get_engine
+from freshrec.features.environment import apply_environment
+
+FEATURE_SERVICE = "ranking_model"
+USER_TEXT = "user_text:user_text"
+ITEM_TEXT = "item_text:item_text"
+FEATURE_REFS = [USER_TEXT, ITEM_TEXT]
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def open_store(settings: Settings | None = None):
+    """A FeatureStore on feature_repo/, pointed at freshrec's database."""
+    settings = settings or get_settings()
+    apply_environment(settings)
+    from feast import FeatureStore  # importing feast costs seconds: only when it is used
+
+    return FeatureStore(repo_path=str(settings.feast.repo_path))
+
+
+def apply(store, repo_path: Path) -> list[str]:
+    """What ``feast apply`` does, without its chdir: register every object defined in the repo."""
+    from feast.repo_operations import parse_repo
+
+    if str(repo_path) not in sys.path:
+        sys.path.append(str(repo_path))
+    # parse_repo names modules by their path relative to the working directory.
+    with contextlib.chdir(repo_path):
+        repo = parse_repo(repo_path)
+    found = [*repo.entities, *repo.data_sources, *repo.feature_views, *repo.feature_services]
+    # A module that imports another's objects makes parse_repo list them twice.
+    objects = list({(type(o).__name__, o.name): o for o in found}.values())
+    store.apply(objects)
+    return sorted(f"{type(o).__name__}:{o.name}" for o in objects)
+
+
+def _last_materialized_at(store) -> datetime | None:
+    ends = [end for fv in store.list_feature_views() for _, end in fv.materialization_intervals]
+    return max(ends) if ends else None
+
+
+def materialize(store, end: datetime | None = None) -> tuple[datetime, datetime]:
+    """Fill the online store with every feature row written since the last run, up to ``end``.
+
+    ``feast materialize-incremental`` starts where the last run ended, in *event* time, so rows
+    loaded later with older timestamps (a backfill, or replaying a data set week by week) would
+    never reach the online store. This starts instead at the oldest event time among rows
+    *ingested* since the last run; Feast writes each entity's newest row in the window.
+    """
+    end = end or datetime.now(timezone.utc)
+    last = _last_materialized_at(store)
+    with get_engine().connect() as conn:
+        start = conn.execute(
+            sa.text(
+                "SELECT least((SELECT min(valid_from) FROM user_profiles WHERE ingested_at > :since),"
+                "             (SELECT min(valid_from) FROM items WHERE updated_at > :since))"
+            ),
+            {"since": last or EPOCH},
+        ).scalar()
+    start = start or end
+    store.materialize(start_date=start, end_date=end)
+    return start, end
+
+
+def historical_features(store, entity_sql: str) -> pd.DataFrame:
+    """Point-in-time user and item texts for entity rows given as SQL (user_id, item_id, event_timestamp)."""
+    service = store.get_feature_service(FEATURE_SERVICE)
+    return store.get_historical_features(entity_df=entity_sql, features=service).to_df()
+
+
+def online_user_texts(store, user_ids: list[str]) -> dict[str, str | None]:
+    """The newest profile text of each user, from the online store."""
+    rows = store.get_online_features(features=[USER_TEXT], entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    return dict(zip(rows["user_id"], rows["user_text"]))

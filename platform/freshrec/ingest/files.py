@@ -1,0 +1,36 @@
+"""Bring your own shop: a catalog file and an event log, in CSV or Parquet.
+
+items:        item_id, title [, category, description, price, valid_from]
+interactions: event_key, user_id, item_id, event_type, event_time [, quantity, query]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from freshrec.ingest.batch import INTERACTION_COLUMNS, ITEM_COLUMNS, Batch
+from freshrec.ingest.validate import InputError, parse_frame, read_table
+
+_NO_USERS = pd.DataFrame({"user_id": pd.Series(dtype=object), "country": pd.Series(dtype=object)})
+
+
+def _no_duplicate_keys(frame: pd.DataFrame, key: str, source: str) -> None:
+    dup = frame[key].duplicated()
+    if dup.any():
+        row = int(dup.to_numpy().nonzero()[0][0])
+        raise InputError(source, key, f"{frame[key].iloc[row]!r} appears more than once", row + 1)
+
+
+def items_batch(path: Path) -> Batch:
+    items = parse_frame(read_table(path), ITEM_COLUMNS, str(path))
+    _no_duplicate_keys(items, "item_id", str(path))
+    empty = pd.DataFrame(columns=[c.name for c in INTERACTION_COLUMNS])
+    return Batch(users=_NO_USERS, items=items, interactions=empty, rows_read=len(items), rows_kept=len(items))
+
+
+def interactions_batch(path: Path) -> Batch:
+    events = parse_frame(read_table(path), INTERACTION_COLUMNS, str(path))
+    _no_duplicate_keys(events, "event_key", str(path))
+    empty_items = pd.DataFrame(columns=[c.name for c in ITEM_COLUMNS])
+    return Batch(users=_NO_USERS, items=empty_items, interactions=events, rows_read=len(events), rows_kept=len(events))
