@@ -76,7 +76,11 @@ def materialize(store, end: datetime | None = None) -> tuple[datetime, datetime]
 def historical_features(store, entity_sql: str) -> pd.DataFrame:
     """Point-in-time user and item texts for entity rows given as SQL (user_id, item_id, event_timestamp)."""
     service = store.get_feature_service(FEATURE_SERVICE)
-    return store.get_historical_features(entity_df=entity_sql, features=service).to_df()
+    frame = store.get_historical_features(entity_df=entity_sql, features=service).to_df()
+    # Feast hands back the timestamps it read as naive UTC; make that explicit.
+    stamps = pd.to_datetime(frame["event_timestamp"])
+    frame["event_timestamp"] = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
+    return frame
 
 
 def online_user_texts(store, user_ids: list[str]) -> dict[str, str | None]:
