@@ -1,1 +1,2 @@
 """freshrec."""
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""``freshrec update``: rows past the watermark -> Feast features -> fine-tune -> gate -> publish.
+
+    freshrec update                       # head strategy, MiniLM, gate on
+    freshrec update --strategy lora --no-gate --base-model /path/to/encoder
+"""
+from __future__ import annotations
+
+import copy
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+import freshrec
+from freshrec.config import Settings, get_settings
+from freshrec.db import get_engine
+from freshrec.features import FEATURE_REFS, open_store
+from freshrec.registry import artifacts
+from freshrec.registry.versions import NewVersion, chain, current_version, publish
+from freshrec.training import dataset
+from freshrec.training.args import GateArguments, TrainingArguments
+from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
+from freshrec.training.evaluate import baskets, recall_ndcg
+from freshrec.training.modeling import TwoTower
+from freshrec.training.train import Encoder, fine_tune, pick_device
+from freshrec.training.watermark import parent_horizon, take_cut
+
+UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
+
+
+@dataclass
+class UpdateOutcome:
+    status: str  # created, no-new-rows, locked
+    version: int | None = None
+    promoted: bool = False
+    message: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+def _code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{freshrec.__version__}+{sha}" if sha else freshrec.__version__
+
+
+def _score_slice(model, tokenizer, device, rows, catalog, args: TrainingArguments, gate: GateArguments) -> dict:
+    if len(rows) == 0:
+        return {"recall": None, "ndcg": None, "baskets": 0}
+    enc = Encoder(model, tokenizer, device)
+    b = baskets(rows, gate.max_eval_baskets)
+    users = enc.users(b["user_text"].tolist(), args.max_user_tokens)
+    items = enc.items(catalog["item_text"].tolist(), args.max_item_tokens)
+    recall, ndcg = recall_ndcg(users @ items.T, catalog["item_id"].to_numpy(), list(b["items"]), gate.k)
+    return {"recall": recall, "ndcg": ndcg, "baskets": len(b)}
+
+
+def _passes(candidate: dict, parent: dict, tolerance: float) -> bool:
+    return all(
+        candidate[s][m] is None or parent[s][m] is None or candidate[s][m] >= parent[s][m] - tolerance
+        for s in ("fresh", "guard") for m in ("recall", "ndcg")
+    )
+
+
+def _start_model(engine, parent: int | None, base_model: str | None, dim: int):
+    """The parent's towers (resolved through its chain), or a fresh pair on the base encoder."""
+    if parent is None:
+        path = resolve(base_model)
+        return TwoTower(load_encoder(path), dim), load_tokenizer(path), str(path)
+    with engine.connect() as conn:
+        lineage = chain(conn, parent)
+    loaded = artifacts.load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
+    return loaded.model, loaded.tokenizer, loaded.manifest["base_model"]
+
+
+def _wrap_lora(model: TwoTower, args: TrainingArguments) -> dict:
+    from peft import LoraConfig, get_peft_model
+
+    config = {"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "lora_dropout": 0.0,
+              "target_modules": ["query", "value"]}
+    model.encoder = get_peft_model(model.encoder, LoraConfig(**config))
+    return config
+
+
+def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
+               settings: Settings | None = None, log=print) -> UpdateOutcome:
+    settings = settings or get_settings()
+    engine = get_engine(settings)
+    # Autocommit: the lock lives in the session, and no open transaction holds back the xmin horizon.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
+        if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
+            return UpdateOutcome("locked", message="another update is running")
+        try:
+            return _update_locked(engine, args, gate, base_model or settings.base_model, settings, log)
+        finally:
+            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
+
+
+def _update_locked(engine, args, gate, base_model, settings, log) -> UpdateOutcome:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions"))}
+        parent = current_version(conn)
+        xid_from = parent_horizon(conn, parent)
+    swept = artifacts.sweep_orphans(settings.artifacts_root, referenced)
+    if swept:
+        log(f"swept {len(swept)} orphaned artifact directories")
+    cut = take_cut(engine, xid_from)
+    if cut.row_count == 0:
+        return UpdateOutcome("no-new-rows", message=f"no new rows past the watermark (xid {xid_from}); no version made")
+    log(f"cut: {cut.row_count:,} new rows, xid [{cut.xid_from}, {cut.xid_to}), parent {parent}")
+
+    store = open_store(settings)
+    data = dataset.build(engine, store, cut, args)
+    timings["features_s"] = time.perf_counter() - t0
+    device = pick_device(args.device)
+    model, tokenizer, base_path = _start_model(engine, parent, base_model, args.embedding_dim)
+    parent_model = copy.deepcopy(model) if parent is not None else None
+    lora_config = _wrap_lora(model, args) if args.strategy == "lora" else None
+
+    t1 = time.perf_counter()
+    result = fine_tune(model, tokenizer, data, args, device)
+    timings["train_s"] = time.perf_counter() - t1
+    log(f"trained {result.epochs} epochs, {result.rows_seen:,} rows, {result.rows_per_second:,.0f} rows/s on {device}")
+
+    if lora_config is not None:
+        from peft import get_peft_model_state_dict
+
+        encoder_state, encoder_meta = get_peft_model_state_dict(model.encoder), {"kind": "lora", "lora_config": lora_config}
+        model.encoder = model.encoder.merge_and_unload()
+    elif args.strategy == "full":
+        encoder_state, encoder_meta = model.encoder.state_dict(), {"kind": "full"}
+    else:
+        encoder_state, encoder_meta = {}, {"kind": "inherit" if parent is not None else "base"}
+
+    t2 = time.perf_counter()
+    slices = {"fresh": data.fresh_slice, "guard": data.guard_slice}
+    scores = {"candidate": {s: _score_slice(model, tokenizer, device, rows, data.catalog, args, gate) for s, rows in slices.items()}}
+    if parent_model is not None:
+        parent_model.to(device)
+        scores["parent"] = {s: _score_slice(parent_model, tokenizer, device, rows, data.catalog, args, gate) for s, rows in slices.items()}
+    gated = gate.enabled and parent_model is not None
+    promoted = _passes(scores["candidate"], scores["parent"], gate.tolerance) if gated else True
+    item_vecs = Encoder(model, tokenizer, device).items(data.catalog["item_text"].tolist(), args.max_item_tokens)
+    timings["evaluate_s"] = time.perf_counter() - t2
+
+    metrics = {**scores, "k": gate.k, "gate": "passed" if promoted and gated else ("skipped" if not gated else "failed"),
+               "valid_losses": result.valid_losses, "epochs": result.epochs, "rows_seen": result.rows_seen,
+               "rows_per_second": result.rows_per_second, "rows_new": data.rows_new, "rows_replay": data.rows_replay}
+    manifest = {"parent": parent, "base_model": base_path, "strategy": args.strategy, "encoder": encoder_meta,
+                "watermark": {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count},
+                "feature_refs": FEATURE_REFS, "feast_project": settings.feast.project,
+                "params": args.to_dict(), "gate": gate.__dict__, "code_version": _code_version()}
+    uri = artifacts.new_uri(settings.artifacts_root)
+    sha = artifacts.write(uri, model, tokenizer, manifest, metrics, encoder_state)
+    timings["total_s"] = time.perf_counter() - t0
+    version = publish(
+        engine,
+        NewVersion(parent_version=parent, status="promoted" if promoted else "rejected", strategy=args.strategy,
+                   base_model=base_path, artifact_uri=uri, artifact_sha256=sha,
+                   params={**args.to_dict(), "gate": gate.__dict__}, metrics=metrics,
+                   feast_project=settings.feast.project, feature_refs=FEATURE_REFS, code_version=manifest["code_version"],
+                   device=str(device), timings=timings),
+        cut, data.catalog["item_id"].tolist(), item_vecs,
+    )
+    verdict = "promoted" if promoted else "rejected by the gate; current stays"
+    return UpdateOutcome("created", version, promoted, f"version {version}: {verdict}", metrics)

@@ -1,0 +1,125 @@
+"""Model versions in SQL: the one-transaction publish, the current pointer, and lineage reads."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from freshrec.training.watermark import Cut
+
+
+class VersionError(ValueError):
+    """A version that does not exist, or a pointer move that cannot be made."""
+
+
+@dataclass
+class NewVersion:
+    parent_version: int | None
+    status: str  # promoted, candidate or rejected
+    strategy: str
+    base_model: str
+    artifact_uri: str
+    artifact_sha256: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    feast_project: str
+    feature_refs: list[str]
+    code_version: str
+    device: str
+    timings: dict[str, Any]
+
+
+_INSERT_VERSION = """
+INSERT INTO model_versions (parent_version, status, strategy, base_model, artifact_uri, artifact_sha256, params,
+    metrics, feast_project, feature_refs, code_version, device, timings)
+VALUES (:parent_version, :status, :strategy, :base_model, :artifact_uri, :artifact_sha256, CAST(:params AS jsonb),
+    CAST(:metrics AS jsonb), :feast_project, CAST(:feature_refs AS jsonb), :code_version, :device, CAST(:timings AS jsonb))
+RETURNING version"""
+_INSERT_WATERMARK = """
+INSERT INTO watermarks (version, xid_from, xid_to, row_count, id_sum, event_time_min, event_time_max)
+VALUES (:version, CAST(:xid_from AS xid8), CAST(:xid_to AS xid8), :row_count, :id_sum, :tmin, :tmax)"""
+
+
+def current_version(conn: Connection) -> int | None:
+    """The serving version: the newest deployments row."""
+    return conn.execute(sa.text("SELECT version FROM current_version")).scalar()
+
+
+def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray) -> int:
+    """Version row, watermark, item embeddings and (if promoted) the pointer move: all or nothing."""
+    row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in new.__dict__.items()}
+    with engine.begin() as conn:
+        version = conn.execute(sa.text(_INSERT_VERSION), row).scalar_one()
+        conn.execute(
+            sa.text(_INSERT_WATERMARK),
+            {"version": version, "xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count,
+             "id_sum": cut.id_sum, "tmin": cut.event_time_min, "tmax": cut.event_time_max},
+        )
+        raw = conn.connection.driver_connection
+        with raw.cursor().copy("COPY item_embeddings (version, item_id, embedding) FROM STDIN") as copy:
+            for item_id, vec in zip(item_ids, item_vecs):
+                copy.write_row((version, item_id, "[" + ",".join(f"{x:.7g}" for x in vec) + "]"))
+        if new.status == "promoted":
+            _move_pointer(conn, version, "promote", "updater", "passed the gate")
+    return version
+
+
+def _move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:
+    # Serialise pointer moves: two promotions at once must not both read the same "previous".
+    conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
+    conn.execute(
+        sa.text(
+            "INSERT INTO deployments (version, previous_version, action, actor, reason) "
+            "VALUES (:v, (SELECT version FROM current_version), :action, :actor, :reason)"
+        ),
+        {"v": version, "action": action, "actor": actor, "reason": reason},
+    )
+    conn.execute(sa.text("NOTIFY freshrec_deployments"))
+
+
+def promote(engine: Engine, version: int, actor: str = "cli", reason: str = "manual promotion") -> None:
+    with engine.begin() as conn:
+        status = conn.execute(sa.text("SELECT status FROM model_versions WHERE version = :v"), {"v": version}).scalar()
+        if status is None:
+            raise VersionError(f"version {version} does not exist")
+        if current_version(conn) == version:
+            raise VersionError(f"version {version} is already current")
+        conn.execute(sa.text("UPDATE model_versions SET status = 'promoted' WHERE version = :v"), {"v": version})
+        _move_pointer(conn, version, "promote", actor, reason)
+
+
+def rollback(engine: Engine, actor: str = "cli", reason: str = "manual rollback") -> int:
+    """Point back at the version that was current before the present one."""
+    with engine.begin() as conn:
+        previous = conn.execute(sa.text("SELECT previous_version FROM current_version")).scalar()
+        if previous is None:
+            raise VersionError("there is no earlier version to roll back to")
+        _move_pointer(conn, previous, "rollback", actor, reason)
+    return previous
+
+
+def list_versions(conn: Connection) -> list[dict]:
+    sql = """SELECT v.version, v.parent_version AS parent, v.status, v.strategy, w.row_count AS rows,
+                    w.xid_from::text AS xid_from, w.xid_to::text AS xid_to,
+                    (v.version = (SELECT version FROM current_version)) AS current, v.created_at
+             FROM model_versions v LEFT JOIN watermarks w USING (version) ORDER BY v.version"""
+    return [dict(r) for r in conn.execute(sa.text(sql)).mappings()]
+
+
+def chain(conn: Connection, version: int) -> list[dict]:
+    """The version and its ancestors, oldest first, each with its watermark and artifact."""
+    sql = """SELECT v.version, v.parent_version AS parent, v.status, v.strategy, v.base_model, v.artifact_uri,
+                    v.artifact_sha256, v.params, v.metrics, v.feature_refs, v.feast_project, v.code_version,
+                    v.device, v.timings, w.xid_from::text AS xid_from, w.xid_to::text AS xid_to,
+                    w.row_count, w.event_time_min, w.event_time_max, a.depth
+             FROM version_ancestry a JOIN model_versions v ON v.version = a.ancestor
+             LEFT JOIN watermarks w ON w.version = v.version
+             WHERE a.version = :v ORDER BY a.depth DESC"""
+    rows = [dict(r) for r in conn.execute(sa.text(sql), {"v": version}).mappings()]
+    if not rows:
+        raise VersionError(f"version {version} does not exist")
+    return rows

@@ -1,0 +1,1 @@
+"""Training: watermark, dataset, model, fine-tuning and evaluation."""

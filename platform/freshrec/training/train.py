@@ -1,0 +1,158 @@
+"""Fine-tune a TwoTower from its parent on the rows past the watermark (head, lora or full)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from freshrec.training.args import TrainingArguments
+from freshrec.training.dataset import Examples, TrainingData
+from freshrec.training.modeling import TwoTower, bce_loss, l2_to_reference
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    # bf16 on GPUs; full precision on CPUs, where bf16 matmuls are slower than fp32 here.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@dataclass
+class TrainResult:
+    epochs: int = 0
+    rows_seen: int = 0
+    seconds: float = 0.0
+    valid_losses: list[float] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_seen / self.seconds if self.seconds else 0.0
+
+
+class Encoder:
+    """Texts to pooled encoder states, batched; the one place that tokenizes."""
+
+    def __init__(self, model: TwoTower, tokenizer, device: torch.device, batch_size: int = 128):
+        self.model, self.tokenizer, self.device, self.batch_size = model, tokenizer, device, batch_size
+
+    def pooled(self, texts: list[str], max_tokens: int) -> torch.Tensor:
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        with autocast(self.device):
+            return self.model.pooled(tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)).float()
+
+    @torch.no_grad()
+    def pooled_all(self, texts: list[str], max_tokens: int) -> torch.Tensor:
+        parts = [self.pooled(texts[i : i + self.batch_size], max_tokens) for i in range(0, len(texts), self.batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.model.encoder.config.hidden_size, device=self.device)
+
+    @torch.no_grad()
+    def users(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        self.model.eval()
+        return self.model.project_users(self.pooled_all(texts, max_tokens)).cpu().numpy()
+
+    @torch.no_grad()
+    def items(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        self.model.eval()
+        return self.model.project_items(self.pooled_all(texts, max_tokens)).cpu().numpy()
+
+
+def _batches(n: int, size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for start in range(0, n, size):
+        yield order[start : start + size]
+
+
+class _Step:
+    """Loss of one batch of examples, by strategy: cached pooled states (head) or live encoding."""
+
+    def __init__(self, enc: Encoder, args: TrainingArguments, examples: list[Examples]):
+        self.enc, self.args = enc, args
+        self.cache: dict[str, torch.Tensor] = {}
+        if args.strategy == "head":
+            users = sorted({t for ex in examples for t in ex.user_text})
+            items = sorted({t for ex in examples for t in ex.item_text})
+            self.user_index = {t: i for i, t in enumerate(users)}
+            self.item_index = {t: i for i, t in enumerate(items)}
+            self.cache["users"] = enc.pooled_all(users, args.max_user_tokens)
+            self.cache["items"] = enc.pooled_all(items, args.max_item_tokens)
+
+    def logits(self, ex: Examples, idx: np.ndarray) -> torch.Tensor:
+        users = [ex.user_text[i] for i in idx]
+        items = [ex.item_text[i] for i in idx]
+        model = self.enc.model
+        if self.cache:
+            u = self.cache["users"][[self.user_index[t] for t in users]]
+            v = self.cache["items"][[self.item_index[t] for t in items]]
+        else:
+            u = self.enc.pooled(users, self.args.max_user_tokens)
+            v = self.enc.pooled(items, self.args.max_item_tokens)
+        with autocast(self.enc.device):
+            return model.logits(model.project_users(u), model.project_items(v)).float()
+
+
+def _valid_loss(step: _Step, ex: Examples, batch_size: int) -> float:
+    if len(ex) == 0:
+        return float("nan")
+    step.enc.model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(ex), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(ex)))
+            labels = torch.from_numpy(ex.label[idx]).to(step.enc.device)
+            total += bce_loss(step.logits(ex, idx), labels).item() * len(idx)
+    return total / len(ex)
+
+
+def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArguments, device: torch.device) -> TrainResult:
+    """AdamW on BCE + lambda * ||theta - theta_parent||^2, early-stopped on the held-out newest rows."""
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model.to(device)
+    enc = Encoder(model, tokenizer, device)
+    for name, p in model.encoder.named_parameters():
+        p.requires_grad = args.strategy == "full" or (args.strategy == "lora" and "lora_" in name)
+    reference = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    step = _Step(enc, args, [data.train, data.valid])
+    batch = args.batch_size * (1 + args.negatives)
+    result = TrainResult()
+    best, best_state, stale = float("inf"), None, 0
+    started = time.perf_counter()
+    for _ in range(args.epochs):
+        model.train()
+        for idx in _batches(len(data.train), batch, rng):
+            labels = torch.from_numpy(data.train.label[idx]).to(device)
+            loss = bce_loss(step.logits(data.train, idx), labels)
+            if args.l2_to_parent:
+                loss = loss + args.l2_to_parent * l2_to_reference(model, reference)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            result.rows_seen += len(idx)
+        result.epochs += 1
+        loss_now = _valid_loss(step, data.valid, batch)
+        result.valid_losses.append(loss_now)
+        if not loss_now < best - 1e-4 and not np.isnan(loss_now):
+            stale += 1
+            if stale > args.patience:
+                break
+        else:
+            best, stale = loss_now, 0
+            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    if best_state is not None:  # early stopping keeps the best epoch, not the last
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in best_state:
+                    p.copy_(best_state[n])
+    result.seconds = time.perf_counter() - started
+    return result
+
