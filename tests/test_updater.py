@@ -75,6 +75,37 @@ def test_lineage_chain_and_loading_verify_checksums(two_versions):
         f.truncate()
 
 
+def test_cli_versions_lineage_and_readme_sql_recipes(two_versions, tiny_model):
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def cli(*args):
+        return subprocess.run(["freshrec", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+    lineage = json.loads(cli("lineage", "2", "--json").stdout)
+    assert lineage["parent"] == 1 and [r["version"] for r in lineage["chain"]] == [1, 2]
+    assert all(r["artifact_sha256"] and r["row_count"] for r in lineage["chain"])
+    assert "another" not in cli("update", "--base-model", tiny_model).stdout
+    assert "no new rows" in cli("update", "--base-model", tiny_model).stdout
+    bad = cli("lineage", "99")
+    assert bad.returncode == 2 and "version 99 does not exist" in bad.stderr
+
+    readme = (repo / "README.md").read_text()
+    recipes = re.findall(r"```sql\n(.*?)```", readme.split("## SQL audit recipes")[1].split("\n## ")[0], re.S)
+    assert len(recipes) >= 4
+    for sql in recipes:
+        out = subprocess.run(["psql", os.environ["FRESHREC_DATABASE_URL"], "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip(), (sql, out.stderr)
+
+
 def test_gate_rejects_a_broken_candidate_and_current_stays(two_versions, retail_sample, tiny_model):
     # New rows: the same January purchases under new keys (a fresh cut to train on).
     with get_engine().begin() as conn:

@@ -6,12 +6,14 @@
     freshrec load online-retail [PATH] [--since D] [--until D]
     freshrec load items FILE | load interactions FILE
     freshrec features apply | features materialize
+    freshrec update [--strategy head|lora|full] [--base-model PATH] [--no-gate]
+    freshrec versions [--json] | lineage VERSION [--json] | promote VERSION | rollback
 """
 from __future__ import annotations
 
 import typer
 
-from freshrec.cli import db, features, load
+from freshrec.cli import db, features, load, models
 from freshrec.cli.demo import demo
 
 app = typer.Typer(help="freshrec: recommendations that stay fresh.", no_args_is_help=True, add_completion=False)
@@ -19,6 +21,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(load.app, name="load")
 app.add_typer(features.app, name="features")
 app.command()(demo)
+for verb in (models.update, models.versions, models.lineage, models.promote, models.rollback):
+    app.command()(verb)
 
 
 @app.command()

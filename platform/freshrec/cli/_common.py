@@ -11,7 +11,6 @@ from sqlalchemy.engine import Engine
 
 from freshrec.config import get_settings
 from freshrec.db import DatabaseError, get_engine, require_pgvector
-from freshrec.ingest import InputError
 
 
 @contextlib.contextmanager
@@ -19,10 +18,10 @@ def user_errors() -> Iterator[None]:
     """Bad input and an unusable database end the command with one line on stderr."""
     try:
         yield
-    except InputError as err:
+    except ValueError as err:  # InputError, VersionError, bad arguments: the user can fix it
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from None
-    except (DatabaseError, ValueError) as err:
+    except DatabaseError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(1) from None
 
