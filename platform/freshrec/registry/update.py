@@ -49,15 +49,21 @@ def _code_version() -> str:
     return f"{freshrec.__version__}+{sha}" if sha else freshrec.__version__
 
 
-def _score_slice(model, tokenizer, device, rows, catalog, args: TrainingArguments, gate: GateArguments) -> dict:
+def _score_slice(enc: Encoder, item_vecs: np.ndarray, rows, catalog, args: TrainingArguments, gate: GateArguments) -> dict:
     if len(rows) == 0:
         return {"recall": None, "ndcg": None, "baskets": 0}
-    enc = Encoder(model, tokenizer, device)
     b = baskets(rows, gate.max_eval_baskets)
     users = enc.users(b["user_text"].tolist(), args.max_user_tokens)
-    items = enc.items(catalog["item_text"].tolist(), args.max_item_tokens)
-    recall, ndcg = recall_ndcg(users @ items.T, catalog["item_id"].to_numpy(), list(b["items"]), gate.k)
+    recall, ndcg = recall_ndcg(users @ item_vecs.T, catalog["item_id"].to_numpy(), list(b["items"]), gate.k)
     return {"recall": recall, "ndcg": ndcg, "baskets": len(b)}
+
+
+def _score(model, tokenizer, device, data, args: TrainingArguments, gate: GateArguments) -> tuple[dict, np.ndarray]:
+    """Both slices' scores, and the catalog's item vectors (embedded once per model)."""
+    enc = Encoder(model, tokenizer, device)
+    item_vecs = enc.items(data.catalog["item_text"].tolist(), args.max_item_tokens)
+    slices = {"fresh": data.fresh_slice, "guard": data.guard_slice}
+    return {s: _score_slice(enc, item_vecs, rows, data.catalog, args, gate) for s, rows in slices.items()}, item_vecs
 
 
 def _passes(candidate: dict, parent: dict, tolerance: float) -> bool:
@@ -140,14 +146,12 @@ def _update_locked(engine, args, gate, base_model, settings, log) -> UpdateOutco
         encoder_state, encoder_meta = {}, {"kind": "inherit" if parent is not None else "base"}
 
     t2 = time.perf_counter()
-    slices = {"fresh": data.fresh_slice, "guard": data.guard_slice}
-    scores = {"candidate": {s: _score_slice(model, tokenizer, device, rows, data.catalog, args, gate) for s, rows in slices.items()}}
+    candidate_scores, item_vecs = _score(model, tokenizer, device, data, args, gate)
+    scores = {"candidate": candidate_scores}
     if parent_model is not None:
-        parent_model.to(device)
-        scores["parent"] = {s: _score_slice(parent_model, tokenizer, device, rows, data.catalog, args, gate) for s, rows in slices.items()}
+        scores["parent"], _ = _score(parent_model.to(device), tokenizer, device, data, args, gate)
     gated = gate.enabled and parent_model is not None
     promoted = _passes(scores["candidate"], scores["parent"], gate.tolerance) if gated else True
-    item_vecs = Encoder(model, tokenizer, device).items(data.catalog["item_text"].tolist(), args.max_item_tokens)
     timings["evaluate_s"] = time.perf_counter() - t2
 
     metrics = {**scores, "k": gate.k, "gate": "passed" if promoted and gated else ("skipped" if not gated else "failed"),
