@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
+import torch
 
 import freshrec
 from freshrec.config import Settings, get_settings
 from freshrec.db import get_engine
+from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, open_store
 from freshrec.registry import artifacts
 from freshrec.registry.versions import NewVersion, chain, current_version, publish
@@ -25,7 +27,9 @@ from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
 from freshrec.training.evaluate import baskets, recall_ndcg
 from freshrec.training.modeling import TwoTower
-from freshrec.training.train import Encoder, fine_tune, pick_device
+from freshrec.training.distributed import World, join
+from freshrec.training.examples import TrainingData
+from freshrec.training.train import Encoder, fine_tune
 from freshrec.training.watermark import parent_horizon, take_cut
 
 UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
@@ -33,7 +37,7 @@ UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
 
 @dataclass
 class UpdateOutcome:
-    status: str  # created, no-new-rows, locked
+    status: str  # created, no-new-rows, locked; "follower" on torchrun ranks other than 0
     version: int | None = None
     promoted: bool = False
     message: str = ""
@@ -73,8 +77,18 @@ def _passes(candidate: dict, parent: dict, tolerance: float) -> bool:
     )
 
 
-def _start_model(engine, parent: int | None, base_model: str | None, dim: int):
+@dataclass
+class _Plan:
+    """What rank 0 hands the other ranks under torchrun: where to start, and what to train on."""
+
+    parent: int | None
+    base_model: str | None
+    data: TrainingData
+
+
+def _start_model(engine, parent: int | None, base_model: str | None, dim: int, seed: int = 0):
     """The parent's towers (resolved through its chain), or a fresh pair on the base encoder."""
+    torch.manual_seed(seed)  # fresh projections start alike on every rank
     if parent is None:
         path = resolve(base_model)
         return TwoTower(load_encoder(path), dim), load_tokenizer(path), str(path)
@@ -96,18 +110,41 @@ def _wrap_lora(model: TwoTower, args: TrainingArguments) -> dict:
 def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
                settings: Settings | None = None, log=print) -> UpdateOutcome:
     settings = settings or get_settings()
+    world = join(args.device)
+    try:
+        if world.is_main:
+            return _lead(world, args, gate, base_model or settings.base_model, settings, log)
+        return _follow(world, args, settings)
+    finally:
+        world.close()
+
+
+def _lead(world: World, args, gate, base_model, settings, log) -> UpdateOutcome:
     engine = get_engine(settings)
     # Autocommit: the lock lives in the session, and no open transaction holds back the xmin horizon.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
         if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
+            world.broadcast(None)
             return UpdateOutcome("locked", message="another update is running")
         try:
-            return _update_locked(engine, args, gate, base_model or settings.base_model, settings, log)
+            return _update_locked(world, engine, args, gate, base_model, settings, log)
         finally:
             lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
 
 
-def _update_locked(engine, args, gate, base_model, settings, log) -> UpdateOutcome:
+def _follow(world: World, args: TrainingArguments, settings: Settings) -> UpdateOutcome:
+    """A torchrun rank other than 0: train this rank's shards of rank 0's plan, write nothing."""
+    plan: _Plan | None = world.broadcast()
+    if plan is None:
+        return UpdateOutcome("follower", message=f"rank {world.rank}: nothing to train")
+    model, tokenizer, _ = _start_model(get_engine(settings), plan.parent, plan.base_model, args.embedding_dim, args.seed)
+    if args.strategy == "lora":
+        _wrap_lora(model, args)
+    fine_tune(model, tokenizer, plan.data, args, world.device(args.device), world)
+    return UpdateOutcome("follower", message=f"rank {world.rank}: trained its shards")
+
+
+def _update_locked(world: World, engine, args, gate, base_model, settings, log) -> UpdateOutcome:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with engine.connect() as conn:
@@ -118,22 +155,26 @@ def _update_locked(engine, args, gate, base_model, settings, log) -> UpdateOutco
     if swept:
         log(f"swept {len(swept)} orphaned artifact directories")
     cut = take_cut(engine, xid_from)
+    crash_point("after-cut")
     if cut.row_count == 0:
+        world.broadcast(None)
         return UpdateOutcome("no-new-rows", message=f"no new rows past the watermark (xid {xid_from}); no version made")
     log(f"cut: {cut.row_count:,} new rows, xid [{cut.xid_from}, {cut.xid_to}), parent {parent}")
 
     store = open_store(settings)
     data = dataset.build(engine, store, cut, args)
     timings["features_s"] = time.perf_counter() - t0
-    device = pick_device(args.device)
-    model, tokenizer, base_path = _start_model(engine, parent, base_model, args.embedding_dim)
+    world.broadcast(_Plan(parent, base_model, data))
+    device = world.device(args.device)
+    model, tokenizer, base_path = _start_model(engine, parent, base_model, args.embedding_dim, args.seed)
     parent_model = copy.deepcopy(model) if parent is not None else None
     lora_config = _wrap_lora(model, args) if args.strategy == "lora" else None
 
     t1 = time.perf_counter()
-    result = fine_tune(model, tokenizer, data, args, device)
+    result = fine_tune(model, tokenizer, data, args, device, world)
     timings["train_s"] = time.perf_counter() - t1
-    log(f"trained {result.epochs} epochs, {result.rows_seen:,} rows, {result.rows_per_second:,.0f} rows/s on {device}")
+    on = f"{device} x {world.size} ranks" if world.distributed else str(device)
+    log(f"trained {result.epochs} epochs, {result.rows_seen:,} rows, {result.rows_per_second:,.0f} rows/s on {on}")
 
     if lora_config is not None:
         from peft import get_peft_model_state_dict
@@ -163,6 +204,7 @@ def _update_locked(engine, args, gate, base_model, settings, log) -> UpdateOutco
                 "params": args.to_dict(), "gate": gate.__dict__, "code_version": _code_version()}
     uri = artifacts.new_uri(settings.artifacts_root)
     sha = artifacts.write(uri, model, tokenizer, manifest, metrics, encoder_state)
+    crash_point("artifact-written")
     timings["total_s"] = time.perf_counter() - t0
     version = publish(
         engine,
@@ -170,7 +212,7 @@ def _update_locked(engine, args, gate, base_model, settings, log) -> UpdateOutco
                    base_model=base_path, artifact_uri=uri, artifact_sha256=sha,
                    params={**args.to_dict(), "gate": gate.__dict__}, metrics=metrics,
                    feast_project=settings.feast.project, feature_refs=FEATURE_REFS, code_version=manifest["code_version"],
-                   device=str(device), timings=timings),
+                   device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
         cut, data.catalog["item_id"].tolist(), item_vecs,
     )
     verdict = "promoted" if promoted else "rejected by the gate; current stays"

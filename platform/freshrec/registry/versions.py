@@ -9,6 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from freshrec.faults import crash_point
 from freshrec.training.watermark import Cut
 
 
@@ -34,9 +35,9 @@ class NewVersion:
 
 
 _INSERT_VERSION = """
-INSERT INTO model_versions (parent_version, status, strategy, base_model, artifact_uri, artifact_sha256, params,
+INSERT INTO model_versions (version, parent_version, status, strategy, base_model, artifact_uri, artifact_sha256, params,
     metrics, feast_project, feature_refs, code_version, device, timings)
-VALUES (:parent_version, :status, :strategy, :base_model, :artifact_uri, :artifact_sha256, CAST(:params AS jsonb),
+VALUES ((SELECT coalesce(max(version), 0) + 1 FROM model_versions), :parent_version, :status, :strategy, :base_model, :artifact_uri, :artifact_sha256, CAST(:params AS jsonb),
     CAST(:metrics AS jsonb), :feast_project, CAST(:feature_refs AS jsonb), :code_version, :device, CAST(:timings AS jsonb))
 RETURNING version"""
 _INSERT_WATERMARK = """
@@ -53,6 +54,8 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
     """Version row, watermark, item embeddings and (if promoted) the pointer move: all or nothing."""
     row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in new.__dict__.items()}
     with engine.begin() as conn:
+        # Numbers without gaps: an identity sequence would burn a number in every killed publish.
+        conn.execute(sa.text("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE"))
         version = conn.execute(sa.text(_INSERT_VERSION), row).scalar_one()
         conn.execute(
             sa.text(_INSERT_WATERMARK),
@@ -65,6 +68,7 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
                 copy.write_row((version, item_id, "[" + ",".join(f"{x:.7g}" for x in vec) + "]"))
         if new.status == "promoted":
             _move_pointer(conn, version, "promote", "updater", "passed the gate")
+        crash_point("before-commit")
     return version
 
 

@@ -1,8 +1,6 @@
 """From a watermark cut to training examples: Feast's point-in-time texts, negatives, replay, holdout."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -10,30 +8,8 @@ from sqlalchemy.engine import Engine
 
 from freshrec.features import historical_features
 from freshrec.training.args import TrainingArguments
+from freshrec.training.examples import Examples, TrainingData
 from freshrec.training.watermark import ZERO_XID, Cut
-
-
-@dataclass
-class Examples:
-    """Paired texts with labels; ``group`` ties a positive to its negatives."""
-
-    user_text: list[str]
-    item_text: list[str]
-    label: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-
-@dataclass
-class TrainingData:
-    train: Examples
-    valid: Examples
-    fresh_slice: pd.DataFrame  # held-out newest rows: user_id, user_text, item_id, event_timestamp
-    guard_slice: pd.DataFrame  # older rows, not trained on: the forgetting check
-    catalog: pd.DataFrame  # item_id, item_text: every item the index holds
-    rows_new: int
-    rows_replay: int
 
 
 def catalog(engine: Engine) -> pd.DataFrame:

@@ -46,6 +46,12 @@ class TwoTower(nn.Module):
         """Row-wise logits of paired (user, item) vectors."""
         return self.log_scale.exp() * (user_vecs * item_vecs).sum(-1) + self.bias
 
+    def forward(self, users: torch.Tensor | dict, items: torch.Tensor | dict) -> torch.Tensor:
+        """Logits of paired rows. Each side is pooled states (the head strategy's cache) or tokens."""
+        u = users if isinstance(users, torch.Tensor) else self.pooled(users["input_ids"], users["attention_mask"])
+        v = items if isinstance(items, torch.Tensor) else self.pooled(items["input_ids"], items["attention_mask"])
+        return self.logits(self.project_users(u), self.project_items(v))
+
     def head_state(self) -> dict[str, torch.Tensor]:
         """Everything but the encoder: what every version stores of its own."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}

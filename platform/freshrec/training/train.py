@@ -7,17 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from freshrec.faults import crash_point
 from freshrec.training.args import TrainingArguments
-from freshrec.training.dataset import Examples, TrainingData
+from freshrec.training.distributed import World
+from freshrec.training.examples import Examples, TrainingData
 from freshrec.training.modeling import TwoTower, bce_loss, l2_to_reference
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def autocast(device: torch.device):
@@ -43,10 +37,14 @@ class Encoder:
     def __init__(self, model: TwoTower, tokenizer, device: torch.device, batch_size: int = 128):
         self.model, self.tokenizer, self.device, self.batch_size = model, tokenizer, device, batch_size
 
-    def pooled(self, texts: list[str], max_tokens: int) -> torch.Tensor:
+    def tokens(self, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        return {"input_ids": tok["input_ids"].to(self.device), "attention_mask": tok["attention_mask"].to(self.device)}
+
+    def pooled(self, texts: list[str], max_tokens: int) -> torch.Tensor:
+        tok = self.tokens(texts, max_tokens)
         with autocast(self.device):
-            return self.model.pooled(tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)).float()
+            return self.model.pooled(tok["input_ids"], tok["attention_mask"]).float()
 
     @torch.no_grad()
     def pooled_all(self, texts: list[str], max_tokens: int) -> torch.Tensor:
@@ -64,17 +62,20 @@ class Encoder:
         return self.model.project_items(self.pooled_all(texts, max_tokens)).cpu().numpy()
 
 
-def _batches(n: int, size: int, rng: np.random.Generator):
+def _batches(n: int, size: int, rng: np.random.Generator, world: World):
+    """This rank's share of each global batch; every rank takes the same number of steps."""
     order = rng.permutation(n)
-    for start in range(0, n, size):
-        yield order[start : start + size]
+    for start in range(0, n, size * world.size):
+        idx = order[start : start + size * world.size]
+        if len(idx) >= world.size:  # a tail too short to give every rank a row is dropped
+            yield idx[world.rank :: world.size]
 
 
 class _Step:
-    """Loss of one batch of examples, by strategy: cached pooled states (head) or live encoding."""
+    """Logits of one batch of examples, by strategy: cached pooled states (head) or live encoding."""
 
-    def __init__(self, enc: Encoder, args: TrainingArguments, examples: list[Examples]):
-        self.enc, self.args = enc, args
+    def __init__(self, enc: Encoder, net: torch.nn.Module, args: TrainingArguments, examples: list[Examples]):
+        self.enc, self.net, self.args = enc, net, args
         self.cache: dict[str, torch.Tensor] = {}
         if args.strategy == "head":
             users = sorted({t for ex in examples for t in ex.user_text})
@@ -84,18 +85,19 @@ class _Step:
             self.cache["users"] = enc.pooled_all(users, args.max_user_tokens)
             self.cache["items"] = enc.pooled_all(items, args.max_item_tokens)
 
-    def logits(self, ex: Examples, idx: np.ndarray) -> torch.Tensor:
+    def logits(self, ex: Examples, idx: np.ndarray, train: bool = True) -> torch.Tensor:
         users = [ex.user_text[i] for i in idx]
         items = [ex.item_text[i] for i in idx]
-        model = self.enc.model
         if self.cache:
             u = self.cache["users"][[self.user_index[t] for t in users]]
             v = self.cache["items"][[self.item_index[t] for t in items]]
         else:
-            u = self.enc.pooled(users, self.args.max_user_tokens)
-            v = self.enc.pooled(items, self.args.max_item_tokens)
+            u = self.enc.tokens(users, self.args.max_user_tokens)
+            v = self.enc.tokens(items, self.args.max_item_tokens)
         with autocast(self.enc.device):
-            return model.logits(model.project_users(u), model.project_items(v)).float()
+            # Training goes through DDP's forward, so its gradient hooks fire; evaluation, which
+            # rank 0 runs alone, through the bare model, so it waits on no other rank.
+            return (self.net if train else self.enc.model)(u, v).float()
 
 
 def _valid_loss(step: _Step, ex: Examples, batch_size: int) -> float:
@@ -107,29 +109,43 @@ def _valid_loss(step: _Step, ex: Examples, batch_size: int) -> float:
         for start in range(0, len(ex), batch_size):
             idx = np.arange(start, min(start + batch_size, len(ex)))
             labels = torch.from_numpy(ex.label[idx]).to(step.enc.device)
-            total += bce_loss(step.logits(ex, idx), labels).item() * len(idx)
+            total += bce_loss(step.logits(ex, idx, train=False), labels).item() * len(idx)
     return total / len(ex)
 
 
-def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArguments, device: torch.device) -> TrainResult:
-    """AdamW on BCE + lambda * ||theta - theta_parent||^2, early-stopped on the held-out newest rows."""
+def _trainable(name: str, strategy: str) -> bool:
+    # BERT's pooler feeds nothing here (mean pooling replaces it): training it would only make
+    # DistributedDataParallel wait for gradients that never come.
+    if name.startswith("pooler.") or ".pooler." in name:
+        return False
+    return strategy == "full" or (strategy == "lora" and "lora_" in name)
+
+
+def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArguments, device: torch.device,
+              world: World = World()) -> TrainResult:
+    """AdamW on BCE + lambda * ||theta - theta_parent||^2, early-stopped on the held-out newest rows.
+
+    Under torchrun each rank trains its shard of every batch and DDP averages the gradients;
+    ``rows_seen`` counts all ranks' rows.
+    """
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed)  # the same permutation on every rank
     model.to(device)
     enc = Encoder(model, tokenizer, device)
     for name, p in model.encoder.named_parameters():
-        p.requires_grad = args.strategy == "full" or (args.strategy == "lora" and "lora_" in name)
+        p.requires_grad = _trainable(name, args.strategy)
     reference = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    step = _Step(enc, args, [data.train, data.valid])
+    step = _Step(enc, world.wrap(model, device), args, [data.train, data.valid])
     batch = args.batch_size * (1 + args.negatives)
     result = TrainResult()
     best, best_state, stale = float("inf"), None, 0
     started = time.perf_counter()
     for _ in range(args.epochs):
         model.train()
-        for idx in _batches(len(data.train), batch, rng):
+        rows = 0
+        for idx in _batches(len(data.train), batch, rng, world):
             labels = torch.from_numpy(data.train.label[idx]).to(device)
             loss = bce_loss(step.logits(data.train, idx), labels)
             if args.l2_to_parent:
@@ -137,9 +153,12 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            result.rows_seen += len(idx)
+            rows += len(idx)
+            crash_point("training")
+        result.rows_seen += int(world.sum(rows))
         result.epochs += 1
-        loss_now = _valid_loss(step, data.valid, batch)
+        # Rank 0's validation loss decides for all, so every rank stops after the same epoch.
+        loss_now = world.broadcast(_valid_loss(step, data.valid, batch) if world.is_main else None)
         result.valid_losses.append(loss_now)
         if not loss_now < best - 1e-4 and not np.isnan(loss_now):
             stale += 1
@@ -153,6 +172,8 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
             for n, p in model.named_parameters():
                 if n in best_state:
                     p.copy_(best_state[n])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -1,0 +1,39 @@
+"""What training consumes, with no database or Feast import (the throughput bench reads it from Parquet)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Examples:
+    """(user text, item text, label) triples: each positive followed, later in the lists, by its negatives."""
+
+    user_text: list[str]
+    item_text: list[str]
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def write(self, path: Path) -> None:
+        pd.DataFrame({"user_text": self.user_text, "item_text": self.item_text, "label": self.label}).to_parquet(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Examples:
+        frame = pd.read_parquet(path)
+        return cls(frame["user_text"].tolist(), frame["item_text"].tolist(), frame["label"].to_numpy(np.float32))
+
+
+@dataclass
+class TrainingData:
+    train: Examples
+    valid: Examples
+    fresh_slice: pd.DataFrame  # held-out newest rows: user_id, user_text, item_id, event_timestamp
+    guard_slice: pd.DataFrame  # older rows, not trained on: the forgetting check
+    catalog: pd.DataFrame  # item_id, item_text: every item the index holds
+    rows_new: int
+    rows_replay: int
