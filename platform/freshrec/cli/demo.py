@@ -1,10 +1,20 @@
-"""freshrec demo: the README's main job, end to end on the embedded database and the bundled data."""
+"""freshrec demo: the README's main job, end to end on the embedded database and the bundled data.
+
+1. start the embedded PostgreSQL and migrate it;
+2. load the first 13 weeks of UCI Online Retail (to 2011-02-27), feast apply + materialize;
+3. ``update``: version 1 from the pre-trained MiniLM;
+4. load the next week (to 2011-03-06), materialize, ``update``: version 2, fine-tuned from version 1
+   on exactly that week's rows;
+5. print the versions and their watermarks.
+
+Run again on the same home, it loads nothing new and makes no version.
+"""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from datetime import date
 
 import sqlalchemy as sa
 import typer
@@ -14,12 +24,8 @@ from freshrec.config import get_settings
 from freshrec.db import database_url, get_engine, require_pgvector, upgrade
 from freshrec.ingest import online_retail_batch, write_batch
 
-COUNTS = """
-SELECT (SELECT count(*) FROM interactions) AS interactions,
-       (SELECT count(*) FROM users) AS users,
-       (SELECT count(*) FROM items) AS items,
-       (SELECT count(*) FROM user_profiles) AS profile_rows
-"""
+FIRST_WEEKS_UNTIL = date(2011, 2, 27)  # 13 weeks from the data set's first day, 2010-12-01
+NEXT_WEEK_UNTIL = date(2011, 3, 6)
 
 
 @contextmanager
@@ -30,8 +36,27 @@ def _step(name: str, timings: list[dict]) -> Iterator[None]:
     timings.append({"step": name, "seconds": f"{time.perf_counter() - started:.1f}"})
 
 
-def run_demo(echo: Callable[[str], None] = typer.echo) -> list[dict]:
-    """Migrate, load the bundled data, apply and materialize the features; return step timings."""
+def _load(settings, until: date) -> int:
+    batch = online_retail_batch(until=until)
+    with get_engine(settings).begin() as conn:
+        summary = write_batch(conn, batch, "bundled", settings.feast.profile_length)
+    typer.echo(f"    inserted {summary.interactions_inserted:,} interactions "
+               f"({summary.interactions_duplicate:,} already there)")
+    return summary.interactions_inserted
+
+
+def _update(settings, base_model: str | None, strategy: str, device: str):
+    from freshrec.registry.update import run_update
+    from freshrec.training.args import GateArguments, TrainingArguments
+
+    outcome = run_update(TrainingArguments(strategy=strategy, device=device), GateArguments(), base_model=base_model,
+                         settings=settings, log=lambda line: typer.echo(f"    {line}"))
+    typer.echo(f"    {outcome.message}")
+    return outcome
+
+
+def run_demo(base_model: str | None = None, strategy: str = "head", device: str = "auto") -> list[dict]:
+    """The main job; returns step timings."""
     settings = get_settings()
     timings: list[dict] = []
     with _step("start database", timings):
@@ -39,31 +64,45 @@ def run_demo(echo: Callable[[str], None] = typer.echo) -> list[dict]:
         require_pgvector(get_engine(settings))
     with _step("migrate (alembic upgrade head)", timings):
         upgrade(url)
-    with _step("load UCI Online Retail (bundled)", timings):
-        batch = online_retail_batch()
-        with get_engine(settings).begin() as conn:
-            summary = write_batch(conn, batch, "bundled", settings.feast.profile_length)
-        echo(f"    inserted {summary.interactions_inserted:,} interactions ({summary.interactions_duplicate:,} already there)")
-    with _step("import feast and open the store", timings):
+    with _step(f"load UCI Online Retail to {FIRST_WEEKS_UNTIL} (13 weeks)", timings):
+        _load(settings, FIRST_WEEKS_UNTIL)
+    with _step("import feast, feast apply, materialize", timings):
         from freshrec.features import apply, materialize, open_store
 
         store = open_store(settings)
-    with _step("feast apply", timings):
         apply(store, settings.feast.repo_path)
-    with _step("feast materialize (incremental, to now)", timings):
         materialize(store)
+    with _step("update: version 1 from the pre-trained encoder", timings):
+        _update(settings, base_model, strategy, device)
+    with _step(f"load the next week, to {NEXT_WEEK_UNTIL}", timings):
+        inserted = _load(settings, NEXT_WEEK_UNTIL)
+        materialize(store)
+    with _step("update: incremental version on that week's rows", timings):
+        outcome = _update(settings, base_model, strategy, device)
+    if outcome.status == "created":
+        with get_engine(settings).connect() as conn:
+            consumed = conn.execute(sa.text("SELECT row_count FROM watermarks WHERE version = :v"),
+                                    {"v": outcome.version}).scalar()
+        verdict = "equal" if consumed == inserted else "NOT EQUAL"
+        typer.echo(f"    watermark of version {outcome.version}: {consumed:,} rows; the load inserted {inserted:,}: {verdict}")
     return timings
 
 
-def demo() -> None:
-    """Run the main job end to end and print what the database holds."""
+def demo(
+    base_model: str = typer.Option(None, help="local Hugging Face encoder; default: the bundled MiniLM"),
+    strategy: str = typer.Option("head", help="head, lora or full"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Run the main job end to end and print the versions and their watermarks."""
+    from freshrec.registry import list_versions
+
     with user_errors():
-        timings = run_demo()
+        timings = run_demo(base_model, strategy, device)
         with get_engine().connect() as conn:
-            counts = dict(conn.execute(sa.text(COUNTS)).mappings().one())
-    typer.secho("\nfreshrec holds:", bold=True)
-    for key, value in counts.items():
-        typer.echo(f"  {key:>14}: {value:,}")
+            versions = list_versions(conn)
+    typer.secho("\nversions:", bold=True)
+    echo_table([{k: v[k] for k in ("version", "parent", "status", "strategy", "rows", "xid_from", "xid_to", "current")}
+                for v in versions])
     typer.secho("\nstep timings:", bold=True)
     echo_table(timings)
-    typer.echo(f'\nnext: eval "$(freshrec env)"; psql -c "select count(*) from interactions"')
+    typer.echo('\nnext: freshrec lineage 2 --json;  eval "$(freshrec env)"; psql -c "select * from watermark_audit"')

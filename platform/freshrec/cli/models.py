@@ -7,32 +7,45 @@ import typer
 
 from freshrec.cli._common import echo_table, migrated_engine, user_errors
 
-STRATEGY = typer.Option("head", help="head (frozen encoder), lora (PEFT adapters) or full")
+def _option(name: str, *flags: str):
+    """A typer option whose default and help come from TrainingArguments: one source of truth."""
+    from dataclasses import fields
+
+    from freshrec.training.args import TrainingArguments
+
+    spec = next(f for f in fields(TrainingArguments) if f.name == name)
+    return typer.Option(spec.default, *flags, help=spec.metadata["help"])
 
 
 def update(
-    strategy: str = STRATEGY,
+    strategy: str = _option("strategy"),
     base_model: str = typer.Option(None, help="local Hugging Face encoder directory; default: MiniLM"),
-    epochs: int = typer.Option(3, help="most passes over the new rows"),
-    batch_size: int = typer.Option(64, help="positive rows per step"),
-    learning_rate: float = typer.Option(1e-3, help="AdamW learning rate"),
-    l2_to_parent: float = typer.Option(1e-3, help="L2 pull toward the parent's weights"),
-    negatives: int = typer.Option(4, help="negatives per positive"),
-    replay_fraction: float = typer.Option(0.2, help="older rows replayed, as a fraction of new rows"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    seed: int = typer.Option(0),
+    epochs: int = _option("epochs"),
+    batch_size: int = _option("batch_size"),
+    learning_rate: float = _option("learning_rate"),
+    l2_to_parent: float = _option("l2_to_parent"),
+    negatives: int = _option("negatives"),
+    negative_sampler: str = _option("negative_sampler"),
+    replay_fraction: float = _option("replay_fraction"),
+    lora_rank: int = _option("lora_rank"),
+    device: str = _option("device"),
+    seed: int = _option("seed"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="compare with the parent before promoting"),
+    tolerance: float = typer.Option(0.02, help="a candidate may trail its parent by this much (absolute)"),
 ) -> None:
-    """Fine-tune on the rows past the watermark and publish a new version."""
+    """Fine-tune on the rows past the watermark and publish a new version.
+
+    Under `torchrun --nproc-per-node N -m freshrec update ...` the ranks train together (DDP) and rank 0 publishes.
+    """
     from freshrec.registry.update import run_update
     from freshrec.training.args import GateArguments, TrainingArguments
 
     with user_errors():
         migrated_engine()
         args = TrainingArguments(strategy=strategy, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                 l2_to_parent=l2_to_parent, negatives=negatives, replay_fraction=replay_fraction,
-                                 device=device, seed=seed)
-        outcome = run_update(args, GateArguments(enabled=gate), base_model=base_model, log=typer.echo)
+                                 l2_to_parent=l2_to_parent, negatives=negatives, negative_sampler=negative_sampler,
+                                 replay_fraction=replay_fraction, lora_rank=lora_rank, device=device, seed=seed)
+        outcome = run_update(args, GateArguments(enabled=gate, tolerance=tolerance), base_model=base_model, log=typer.echo)
     typer.echo(outcome.message)
 
 

@@ -29,7 +29,7 @@ from freshrec.training.evaluate import baskets, recall_ndcg
 from freshrec.training.modeling import TwoTower
 from freshrec.training.distributed import World, join
 from freshrec.training.examples import TrainingData
-from freshrec.training.train import Encoder, fine_tune
+from freshrec.training.train import Encoder, fine_tune, wrap_lora
 from freshrec.training.watermark import parent_horizon, take_cut
 
 UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
@@ -98,15 +98,6 @@ def _start_model(engine, parent: int | None, base_model: str | None, dim: int, s
     return loaded.model, loaded.tokenizer, loaded.manifest["base_model"]
 
 
-def _wrap_lora(model: TwoTower, args: TrainingArguments) -> dict:
-    from peft import LoraConfig, get_peft_model
-
-    config = {"r": args.lora_rank, "lora_alpha": 2 * args.lora_rank, "lora_dropout": 0.0,
-              "target_modules": ["query", "value"]}
-    model.encoder = get_peft_model(model.encoder, LoraConfig(**config))
-    return config
-
-
 def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
                settings: Settings | None = None, log=print) -> UpdateOutcome:
     settings = settings or get_settings()
@@ -139,7 +130,7 @@ def _follow(world: World, args: TrainingArguments, settings: Settings) -> Update
         return UpdateOutcome("follower", message=f"rank {world.rank}: nothing to train")
     model, tokenizer, _ = _start_model(get_engine(settings), plan.parent, plan.base_model, args.embedding_dim, args.seed)
     if args.strategy == "lora":
-        _wrap_lora(model, args)
+        wrap_lora(model, args)
     fine_tune(model, tokenizer, plan.data, args, world.device(args.device), world)
     return UpdateOutcome("follower", message=f"rank {world.rank}: trained its shards")
 
@@ -168,7 +159,7 @@ def _update_locked(world: World, engine, args, gate, base_model, settings, log) 
     device = world.device(args.device)
     model, tokenizer, base_path = _start_model(engine, parent, base_model, args.embedding_dim, args.seed)
     parent_model = copy.deepcopy(model) if parent is not None else None
-    lora_config = _wrap_lora(model, args) if args.strategy == "lora" else None
+    lora_config = wrap_lora(model, args) if args.strategy == "lora" else None
 
     t1 = time.perf_counter()
     result = fine_tune(model, tokenizer, data, args, device, world)

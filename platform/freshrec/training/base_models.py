@@ -28,7 +28,8 @@ def resolve(name: str | None) -> Path:
 
 
 def load_encoder(path: Path):
-    return AutoModel.from_pretrained(str(path))
+    # fp32 master weights whatever the checkpoint's dtype; CUDA training autocasts to bf16.
+    return AutoModel.from_pretrained(str(path)).float()
 
 
 def load_tokenizer(path: Path):

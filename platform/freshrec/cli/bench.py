@@ -1,0 +1,38 @@
+"""freshrec bench train | serve | updates: measurements that print a table and write JSON + Markdown."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from freshrec.cli._common import migrated_engine, user_errors
+
+app = typer.Typer(help="Benchmarks: figures to JSON and a Markdown table.", no_args_is_help=True)
+OUT = typer.Option(Path("bench-out"), help="folder for the JSON and Markdown (and plots)")
+
+
+def _command() -> str:
+    return "freshrec " + " ".join(sys.argv[1:])
+
+
+@app.command()
+def train(
+    models: str = typer.Option("tiny,minilm", help="comma-separated: tiny, minilm or local encoder paths"),
+    strategies: str = typer.Option("head,lora,full"),
+    pairs: int = typer.Option(2048, help="training pairs per cell (each interaction row brings 1 + negatives)"),
+    pairs_dir: Path = typer.Option(None, help="reuse pairs exported earlier instead of reading the database"),
+    repeats: int = typer.Option(3, help="runs per cell; the table gives medians"),
+    batch_size: int = typer.Option(64),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    out: Path = OUT,
+) -> None:
+    """Fine-tuning throughput (pairs/s) per base model and strategy, on pairs from the loaded data."""
+    from freshrec.bench import throughput
+
+    with user_errors():
+        if pairs_dir is None:
+            migrated_engine()
+            pairs_dir = throughput.export_pairs(out / "pairs", pairs)
+        throughput.run(pairs_dir, models.split(","), strategies.split(","), device, repeats, batch_size, out,
+                       _command(), echo=typer.echo)
