@@ -46,9 +46,9 @@ def export_pairs(out_dir: Path, n_pairs: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, examples, n in (("train", data.train, n_pairs), ("valid", data.valid, 256)):
-        idx = rng.choice(len(examples), size=min(n, len(examples)), replace=False)
-        Examples([examples.user_text[i] for i in idx], [examples.item_text[i] for i in idx],
-                 examples.label[idx]).write(out_dir / f"{name}.parquet")
+        groups = examples.groups()  # whole groups, as training batches them
+        picked = rng.choice(len(groups), size=min(len(groups), max(1, n // len(groups[0]))), replace=False)
+        examples.take(np.concatenate([groups[g] for g in picked])).write(out_dir / f"{name}.parquet")
     return out_dir
 
 

@@ -44,7 +44,8 @@ def _examples(rows: pd.DataFrame, items: pd.DataFrame, args: TrainingArguments, 
     user_text = users + [u for u in users for _ in range(args.negatives)]
     item_text = rows["item_text"].tolist() + texts[picks.reshape(-1)].tolist()
     label = np.concatenate([np.ones(n), np.zeros(n * args.negatives)]).astype(np.float32)
-    return Examples(user_text, item_text, label)
+    group = np.concatenate([np.arange(n), np.repeat(np.arange(n), args.negatives)])
+    return Examples(user_text, item_text, label, group)
 
 
 def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingData:

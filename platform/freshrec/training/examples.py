@@ -10,22 +10,34 @@ import pandas as pd
 
 @dataclass
 class Examples:
-    """(user text, item text, label) triples: each positive followed, later in the lists, by its negatives."""
+    """(user text, item text, label) pairs. ``group`` ties a positive to its negatives: batches take
+    whole groups, so a batch encodes each user text once instead of once per pair."""
 
     user_text: list[str]
     item_text: list[str]
     label: np.ndarray
+    group: np.ndarray
 
     def __len__(self) -> int:
         return len(self.label)
 
+    def groups(self) -> list[np.ndarray]:
+        """Row indices of each group."""
+        order = np.argsort(self.group, kind="stable")
+        return np.split(order, np.flatnonzero(np.diff(self.group[order])) + 1) if len(order) else []
+
+    def take(self, idx: np.ndarray) -> Examples:
+        return Examples([self.user_text[i] for i in idx], [self.item_text[i] for i in idx], self.label[idx], self.group[idx])
+
     def write(self, path: Path) -> None:
-        pd.DataFrame({"user_text": self.user_text, "item_text": self.item_text, "label": self.label}).to_parquet(path)
+        pd.DataFrame({"user_text": self.user_text, "item_text": self.item_text, "label": self.label,
+                      "group": self.group}).to_parquet(path)
 
     @classmethod
     def read(cls, path: Path) -> Examples:
         frame = pd.read_parquet(path)
-        return cls(frame["user_text"].tolist(), frame["item_text"].tolist(), frame["label"].to_numpy(np.float32))
+        return cls(frame["user_text"].tolist(), frame["item_text"].tolist(), frame["label"].to_numpy(np.float32),
+                   frame["group"].to_numpy())
 
 
 @dataclass

@@ -47,10 +47,14 @@ class TwoTower(nn.Module):
         return self.log_scale.exp() * (user_vecs * item_vecs).sum(-1) + self.bias
 
     def forward(self, users: torch.Tensor | dict, items: torch.Tensor | dict) -> torch.Tensor:
-        """Logits of paired rows. Each side is pooled states (the head strategy's cache) or tokens."""
-        u = users if isinstance(users, torch.Tensor) else self.pooled(users["input_ids"], users["attention_mask"])
-        v = items if isinstance(items, torch.Tensor) else self.pooled(items["input_ids"], items["attention_mask"])
-        return self.logits(self.project_users(u), self.project_items(v))
+        """Logits of paired rows. Each side is pooled states (the head strategy's cache), or the
+        tokens of distinct texts with ``rows``: which text each pair uses."""
+        return self.logits(self.project_users(self._side(users)), self.project_items(self._side(items)))
+
+    def _side(self, x: torch.Tensor | dict) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x
+        return self.pooled(x["input_ids"], x["attention_mask"])[x["rows"]]
 
     def head_state(self) -> dict[str, torch.Tensor]:
         """Everything but the encoder: what every version stores of its own."""

@@ -65,13 +65,23 @@ class Encoder:
         return self.model.project_items(self.pooled_all(texts, max_tokens)).cpu().numpy()
 
 
-def _batches(n: int, size: int, rng: np.random.Generator, world: World):
-    """This rank's share of each global batch; every rank takes the same number of steps."""
-    order = rng.permutation(n)
-    for start in range(0, n, size * world.size):
-        idx = order[start : start + size * world.size]
-        if len(idx) >= world.size:  # a tail too short to give every rank a row is dropped
-            yield idx[world.rank :: world.size]
+def _batches(groups: list[np.ndarray], size: int, rng: np.random.Generator, world: World):
+    """Row indices of this rank's share of each global batch of ``size`` groups per rank.
+
+    Every rank draws the same permutation and takes the same number of steps (DDP needs both).
+    """
+    order = rng.permutation(len(groups))
+    for start in range(0, len(order), size * world.size):
+        chosen = order[start : start + size * world.size]
+        if len(chosen) >= world.size:  # a tail too short to give every rank a group is dropped
+            yield np.concatenate([groups[g] for g in chosen[world.rank :: world.size]])
+
+
+def _unique(texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct texts and, per input, its position among them (a user's negatives share its text)."""
+    index: dict[str, int] = {}
+    inverse = np.array([index.setdefault(t, len(index)) for t in texts])
+    return list(index), inverse
 
 
 class _Step:
@@ -95,8 +105,10 @@ class _Step:
             u = self.cache["users"][[self.user_index[t] for t in users]]
             v = self.cache["items"][[self.item_index[t] for t in items]]
         else:
+            (users, u_at), (items, v_at) = _unique(users), _unique(items)
             u = self.enc.tokens(users, self.args.max_user_tokens)
             v = self.enc.tokens(items, self.args.max_item_tokens)
+            u["rows"], v["rows"] = torch.from_numpy(u_at).to(self.enc.device), torch.from_numpy(v_at).to(self.enc.device)
         with autocast(self.enc.device):
             # Training goes through DDP's forward, so its gradient hooks fire; evaluation, which
             # rank 0 runs alone, through the bare model, so it waits on no other rank.
@@ -153,6 +165,7 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
     prepared = time.perf_counter()
     step = _Step(enc, world.wrap(model, device), args, [data.train, data.valid])
     batch = args.batch_size * (1 + args.negatives)
+    train_groups = data.train.groups()
     result = TrainResult()
     best, best_state, stale = float("inf"), None, 0
     started = time.perf_counter()
@@ -160,7 +173,7 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
     for _ in range(args.epochs):
         model.train()
         rows = 0
-        for idx in _batches(len(data.train), batch, rng, world):
+        for idx in _batches(train_groups, args.batch_size, rng, world):
             labels = torch.from_numpy(data.train.label[idx]).to(device)
             loss = bce_loss(step.logits(data.train, idx), labels)
             if args.l2_to_parent:
