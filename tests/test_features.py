@@ -75,7 +75,7 @@ def test_online_store_holds_the_newest_profile_including_backfilled_users(store)
     history = _history()
     december_only = set(history.user_id) - set(history[history.event_time.dt.year == 2011].user_id)
     users = sorted(set(history.user_id))
-    online = online_user_texts(store, users + ["no-such-user"])
+    online = {u: text for u, (text, _) in online_user_texts(store, users + ["no-such-user"]).items()}
     assert online["no-such-user"] is None
     far_future = history.event_time.max() + (history.event_time.max() - history.event_time.min())
     assert {u: online[u] for u in users} == {u: _expected_profile(history, u, far_future) for u in users}

@@ -8,6 +8,7 @@
     freshrec features apply | features materialize
     freshrec update [--strategy head|lora|full] [--base-model PATH] [--no-gate]
     freshrec versions [--json] | lineage VERSION [--json] | promote VERSION | rollback
+    freshrec serve [--host H] [--port P]             # the REST API
     freshrec bench train|serve|updates
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from freshrec.cli import bench, db, features, load, models
 from freshrec.cli.demo import demo
+from freshrec.cli.serve import serve
 
 app = typer.Typer(help="freshrec: recommendations that stay fresh.", no_args_is_help=True, add_completion=False)
 app.add_typer(db.app, name="db")
@@ -23,6 +25,7 @@ app.add_typer(load.app, name="load")
 app.add_typer(features.app, name="features")
 app.add_typer(bench.app, name="bench")
 app.command()(demo)
+app.command()(serve)
 for verb in (models.update, models.versions, models.lineage, models.promote, models.rollback):
     app.command()(verb)
 

@@ -8,6 +8,7 @@ from freshrec.features.store import (
     materialize,
     online_user_texts,
     open_store,
+    push_user_profiles,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "materialize",
     "online_user_texts",
     "open_store",
+    "push_user_profiles",
 ]

@@ -83,7 +83,20 @@ def historical_features(store, entity_sql: str) -> pd.DataFrame:
     return frame
 
 
-def online_user_texts(store, user_ids: list[str]) -> dict[str, str | None]:
-    """The newest profile text of each user, from the online store."""
-    rows = store.get_online_features(features=[USER_TEXT], entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
-    return dict(zip(rows["user_id"], rows["user_text"]))
+def online_user_texts(store, user_ids: list[str]) -> dict[str, tuple[str | None, int]]:
+    """Each user's newest profile text and its feature timestamp (epoch seconds), from the online store."""
+    rows = store.get_online_features(features=[USER_TEXT], entity_rows=[{"user_id": u} for u in user_ids]
+                                     ).to_dict(include_event_timestamps=True)
+    return dict(zip(rows["user_id"], zip(rows["user_text"], rows["user_text__ts"])))
+
+
+def push_user_profiles(store, conn, user_ids: list[str]) -> int:
+    """Write these users' newest profile rows to the online store now (live events), not at the next materialize."""
+    if not user_ids:
+        return 0
+    frame = pd.read_sql(
+        sa.text("SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, valid_from "
+                "FROM user_profiles WHERE user_id = ANY(:ids) ORDER BY user_id, valid_from DESC"),
+        conn, params={"ids": list(user_ids)})
+    store.write_to_online_store("user_text", frame)
+    return len(frame)

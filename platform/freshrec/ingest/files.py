@@ -30,7 +30,12 @@ def items_batch(path: Path) -> Batch:
 
 
 def interactions_batch(path: Path) -> Batch:
-    events = parse_frame(read_table(path), INTERACTION_COLUMNS, str(path))
-    _no_duplicate_keys(events, "event_key", str(path))
+    return interactions_frame_batch(read_table(path), str(path))
+
+
+def interactions_frame_batch(frame: pd.DataFrame, source: str) -> Batch:
+    """Events from any table (a file, or POST /v1/events' JSON), checked the same way."""
+    events = parse_frame(frame, INTERACTION_COLUMNS, source)
+    _no_duplicate_keys(events, "event_key", source)
     empty_items = pd.DataFrame(columns=[c.name for c in ITEM_COLUMNS])
     return Batch(users=_NO_USERS, items=empty_items, interactions=events, rows_read=len(events), rows_kept=len(events))

@@ -17,6 +17,10 @@ class VersionError(ValueError):
     """A version that does not exist, or a pointer move that cannot be made."""
 
 
+class UnknownVersion(VersionError):
+    """No such version."""
+
+
 @dataclass
 class NewVersion:
     parent_version: int | None
@@ -89,7 +93,7 @@ def promote(engine: Engine, version: int, actor: str = "cli", reason: str = "man
     with engine.begin() as conn:
         status = conn.execute(sa.text("SELECT status FROM model_versions WHERE version = :v"), {"v": version}).scalar()
         if status is None:
-            raise VersionError(f"version {version} does not exist")
+            raise UnknownVersion(f"version {version} does not exist")
         if current_version(conn) == version:
             raise VersionError(f"version {version} is already current")
         conn.execute(sa.text("UPDATE model_versions SET status = 'promoted' WHERE version = :v"), {"v": version})
@@ -125,5 +129,5 @@ def chain(conn: Connection, version: int) -> list[dict]:
              WHERE a.version = :v ORDER BY a.depth DESC"""
     rows = [dict(r) for r in conn.execute(sa.text(sql), {"v": version}).mappings()]
     if not rows:
-        raise VersionError(f"version {version} does not exist")
+        raise UnknownVersion(f"version {version} does not exist")
     return rows

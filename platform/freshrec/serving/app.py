@@ -1,0 +1,91 @@
+"""``create_app()``: the FastAPI service. ``freshrec serve`` runs it under uvicorn.
+
+On start it opens the Feast store, loads the current version and starts the pointer watcher.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+import freshrec
+from freshrec.config import Settings, get_settings
+from freshrec.db import database_url, get_engine
+from freshrec.serving.deps import ApiState, api_state
+from freshrec.serving.metrics import ApiMetrics
+from freshrec.serving.routes import events, models, ranking
+from freshrec.serving.watcher import PointerWatcher, SnapshotHolder
+
+log = logging.getLogger("freshrec.serving")
+
+
+def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ApiMetrics()
+    engine = get_engine(settings)
+    holder = SnapshotHolder(engine, on_swap=lambda s: metrics.swaps.inc(),
+                            on_failure=lambda v, err: metrics.refusals.labels(type(err).__name__).inc())
+    state = ApiState(settings, engine, holder, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from freshrec.features import open_store
+
+        state.store = open_store(settings)
+        holder.sync()
+        watcher = PointerWatcher(holder, database_url(settings), settings.serving.poll_seconds) if watch else None
+        if watcher:
+            watcher.start()
+        yield
+        if watcher:
+            watcher.stop()
+
+    app = FastAPI(title="freshrec", version=freshrec.__version__, lifespan=lifespan,
+                  description="Recommendations and search from the current model version; live events; lineage.")
+    app.state.api = state
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code, started)
+        return response
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def database_down(request: Request, err: sa.exc.OperationalError):
+        log.error("database unavailable: %s", err)
+        return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
+    def readyz(response: Response, state: ApiState = Depends(api_state)) -> dict:
+        """Ready when the database answers and a version is loaded."""
+        try:
+            with state.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            database = True
+        except sa.exc.SQLAlchemyError:
+            database = False
+        current = state.holder.current
+        ready = database and current is not None
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "database": database, "version": current.version if current else None,
+                "refused": state.holder.refused}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus(state: ApiState = Depends(api_state)) -> Response:
+        """Prometheus text format: latency histograms, serving version and its age, rows behind the watermark."""
+        return Response(metrics.render(state.engine, state.holder.current), media_type="text/plain; version=0.0.4")
+
+    for module in (ranking, events, models):
+        app.include_router(module.router(settings))
+    return app

@@ -1,0 +1,84 @@
+"""Versions and lineage (reads), promote and rollback (token)."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException
+from pydantic import BaseModel, Field
+
+from freshrec.config import Settings
+from freshrec.registry import UnknownVersion, VersionError, chain, list_versions, promote, rollback
+from freshrec.serving.deps import ApiState, api_state, reads_guard, require_token
+
+
+class PointerMove(BaseModel):
+    reason: str = Field("api", max_length=500, pattern=r"^[^\x00]*$", description="recorded in deployments")
+
+
+class Pointer(BaseModel):
+    current: int
+    serving: int | None = Field(description="the version this process answers with; it follows within a second")
+
+
+def _chain(state: ApiState, version: int) -> list[dict[str, Any]]:
+    try:
+        with state.engine.connect() as conn:
+            return chain(conn, version)
+    except UnknownVersion as err:
+        raise HTTPException(404, str(err)) from None
+
+
+def _moved(state: ApiState, move) -> Pointer:
+    try:
+        current = move()
+    except UnknownVersion as err:
+        raise HTTPException(404, str(err)) from None
+    except VersionError as err:
+        raise HTTPException(409, str(err)) from None
+    state.holder.sync()  # this process swaps now; the others on the NOTIFY
+    serving = state.holder.current
+    return Pointer(current=current, serving=serving.version if serving else None)
+
+
+def router(settings: Settings) -> APIRouter:
+    api = APIRouter(prefix="/v1/models", tags=["models"])
+    reads = reads_guard(settings)
+
+    @api.get("", dependencies=reads)
+    def versions(state: ApiState = Depends(api_state)) -> list[dict[str, Any]]:
+        """Every version: parent, status, strategy, watermark range and row count, and which is current."""
+        with state.engine.connect() as conn:
+            return list_versions(conn)
+
+    @api.get("/{version}", dependencies=reads, responses={404: {"description": "unknown version"}})
+    def version_detail(version: int, state: ApiState = Depends(api_state)) -> dict[str, Any]:
+        """One version: metrics (the gate's four scores), parameters, artifact and sha256, watermark."""
+        return _chain(state, version)[-1]
+
+    @api.get("/{version}/lineage", dependencies=reads, responses={404: {"description": "unknown version"}})
+    def lineage(version: int, state: ApiState = Depends(api_state)) -> dict[str, Any]:
+        """The parent chain, oldest first: what `freshrec lineage VERSION --json` prints."""
+        rows = _chain(state, version)
+        return {"version": version, "parent": rows[-1]["parent"], "chain": rows}
+
+    @api.post("/{version}/promote", response_model=Pointer, dependencies=[Depends(require_token)],
+              responses={401: {"description": "token"}, 404: {"description": "unknown"}, 409: {"description": "already current"}})
+    def promote_version(version: int, body: PointerMove | None = Body(None),
+                        state: ApiState = Depends(api_state)) -> Pointer:
+        """Make VERSION current; every API process swaps to it without a restart."""
+        reason = body.reason if body else "api"
+
+        def move() -> int:
+            promote(state.engine, version, actor="api", reason=reason)
+            return version
+
+        return _moved(state, move)
+
+    @api.post("/rollback", response_model=Pointer, dependencies=[Depends(require_token)],
+              responses={401: {"description": "token"}, 409: {"description": "nothing to roll back to"}})
+    def rollback_version(body: PointerMove | None = Body(None), state: ApiState = Depends(api_state)) -> Pointer:
+        """Point back at the version that was current before this one."""
+        reason = body.reason if body else "api"
+        return _moved(state, lambda: rollback(state.engine, actor="api", reason=reason))
+
+    return api

@@ -1,0 +1,78 @@
+"""Recommendations, search and similar items: every answer names the version that ranked it."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from pydantic import BaseModel
+
+from freshrec.config import Settings
+from freshrec.features import online_user_texts
+from freshrec.serving.deps import NO_NUL, ApiState, api_state, reads_guard, snapshot
+from freshrec.serving.snapshot import Snapshot
+
+QUERY_WEIGHT = 0.7  # personalised search: 70% the query, 30% the user's profile
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str
+    score: float
+
+
+class Ranked(BaseModel):
+    version: int
+    strategy: Literal["personal", "popular", "search", "personal-search", "similar"]
+    items: list[ItemOut]
+
+
+def _user(state: ApiState, snap: Snapshot, user_id: str) -> np.ndarray | None:
+    """The user's tower output, from the Feast online profile; None for a user with no history."""
+    text, feature_ts = online_user_texts(state.store, [user_id])[user_id]
+    return snap.user_vector(user_id, text, feature_ts) if text else None
+
+
+def _ranked(snap: Snapshot, strategy: str, hits) -> Ranked:
+    return Ranked(version=snap.version, strategy=strategy, items=[ItemOut(**h.__dict__) for h in hits])
+
+
+def router(settings: Settings) -> APIRouter:
+    limits = settings.serving
+    K = Query(20, ge=1, le=limits.max_k, description=f"how many items (1 to {limits.max_k})")
+    api = APIRouter(prefix="/v1", tags=["ranking"], dependencies=reads_guard(settings))
+
+    @api.get("/users/{user_id}/recommendations", response_model=Ranked)
+    def recommendations(user_id: str = Path(max_length=200, pattern=NO_NUL), k: int = K,
+                        state: ApiState = Depends(api_state), snap: Snapshot = Depends(snapshot)) -> Ranked:
+        """Items for a user, from their profile text in the Feast online store. A user with no history gets
+        the popular items of the version's last 4 weeks (strategy `popular`), not an error."""
+        vec = _user(state, snap, user_id)
+        if vec is None:
+            return _ranked(snap, "popular", snap.popular_hits(k))
+        return _ranked(snap, "personal", snap.top_k(vec, k))
+
+    @api.get("/search", response_model=Ranked)
+    def search(q: str = Query(min_length=1, max_length=limits.max_text_chars, pattern=NO_NUL,
+                              description=f"search text, at most {limits.max_text_chars} characters"),
+               k: int = K, user_id: str | None = Query(None, max_length=200, pattern=NO_NUL,
+                                                      description="personalise for this user"),
+               state: ApiState = Depends(api_state), snap: Snapshot = Depends(snapshot)) -> Ranked:
+        """Text search through the user tower; with `user_id`, blended 70/30 with the user's profile."""
+        vec = snap.embed([q])[0]
+        user_vec = _user(state, snap, user_id) if user_id else None
+        if user_vec is None:
+            return _ranked(snap, "search", snap.top_k(vec, k))
+        blend = QUERY_WEIGHT * vec + (1 - QUERY_WEIGHT) * user_vec
+        return _ranked(snap, "personal-search", snap.top_k(blend / np.linalg.norm(blend), k))
+
+    @api.get("/items/{item_id}/similar", response_model=Ranked, responses={404: {"description": "unknown item"}})
+    def similar(item_id: str = Path(max_length=200, pattern=NO_NUL), k: int = K,
+                snap: Snapshot = Depends(snapshot)) -> Ranked:
+        """The items nearest to this one in the version's item index (itself excluded)."""
+        row = snap.row_of.get(item_id)
+        if row is None:
+            raise HTTPException(404, f"item {item_id!r} is not in version {snap.version}'s index")
+        return _ranked(snap, "similar", snap.top_k(snap.item_vecs[row].copy(), k, exclude=row))
+
+    return api
