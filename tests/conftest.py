@@ -103,3 +103,40 @@ def retail_sample(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "retail_sample.parquet"
     sample.to_parquet(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A 2-layer, 64-wide BERT with MiniLM's vocabulary, saved like any Hugging Face model."""
+    from freshrec.training.base_models import build_tiny
+
+    return str(build_tiny(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def served_url(make_database, retail_sample, tiny_model) -> str:
+    """A database with two versions (tiny model) of the real sample, materialized: what the API serves."""
+    from datetime import date
+
+    from freshrec.db import get_engine
+    from freshrec.features import apply, materialize, open_store
+    from freshrec.ingest import online_retail_batch, write_batch
+    from freshrec.registry.update import run_update
+    from freshrec.training.args import GateArguments, TrainingArguments
+
+    url = make_database("api")
+    store = open_store()
+    apply(store, get_settings().feast.repo_path)
+    for since, until in ((None, date(2010, 12, 31)), (date(2011, 1, 1), None)):
+        with get_engine().begin() as conn:
+            write_batch(conn, online_retail_batch(retail_sample, since=since, until=until), "sample")
+        materialize(store)
+        run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
+                   base_model=tiny_model, log=lambda *_: None)
+    return url
+
+
+@pytest.fixture
+def served_db(served_url) -> str:
+    use_database(served_url)
+    return served_url

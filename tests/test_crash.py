@@ -21,7 +21,6 @@ from freshrec.features import apply, open_store
 from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.registry.update import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
-from freshrec.training.base_models import build_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = """
@@ -31,11 +30,6 @@ SELECT (SELECT count(*) FROM model_versions) AS versions, (SELECT count(*) FROM 
        (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory') AS advisory_locks,
        (SELECT coalesce(bool_and(consistent), true) FROM watermark_audit) AS audit_consistent
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("models") / "tiny"))
 
 
 def _load(path, **kw):

@@ -21,15 +21,14 @@ from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.registry import chain, load_version
 from freshrec.registry.update import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
-from freshrec.training.base_models import build_tiny
 from freshrec.training.dataset import catalog
 from freshrec.training.train import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_torchrun_two_ranks_make_one_lora_version(module_db, retail_sample, tmp_path):
-    tiny = str(build_tiny(tmp_path / "tiny"))
+def test_torchrun_two_ranks_make_one_lora_version(module_db, retail_sample, tiny_model):
+    tiny = tiny_model
     with get_engine().begin() as conn:
         write_batch(conn, online_retail_batch(retail_sample, until=date(2010, 12, 31)), "sample")
     apply(open_store(), get_settings().feast.repo_path)

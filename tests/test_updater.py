@@ -11,12 +11,6 @@ from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.registry import TamperedArtifact, chain, load_version, rollback
 from freshrec.registry.update import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
-from freshrec.training.base_models import build_tiny
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("models") / "tiny"))
 
 
 def _load(path, **kw):

@@ -51,7 +51,7 @@ def update(
 
 def versions(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every version with its parent, status, strategy and watermark."""
-    from freshrec.registry import list_versions
+    from freshrec.registry.versions import list_versions
 
     with user_errors(), migrated_engine().connect() as conn:
         rows = list_versions(conn)
@@ -60,7 +60,7 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def lineage(version: int, as_json: bool = typer.Option(False, "--json")) -> None:
     """A version's parent chain: watermarks, row counts, feature refs, metrics, artifact and sha256."""
-    from freshrec.registry import chain
+    from freshrec.registry.versions import chain
 
     with user_errors(), migrated_engine().connect() as conn:
         rows = chain(conn, version)
@@ -74,7 +74,7 @@ def lineage(version: int, as_json: bool = typer.Option(False, "--json")) -> None
 
 def promote(version: int, reason: str = typer.Option("manual promotion")) -> None:
     """Make VERSION the serving version."""
-    from freshrec.registry import promote as do_promote
+    from freshrec.registry.versions import promote as do_promote
 
     with user_errors():
         do_promote(migrated_engine(), version, reason=reason)
@@ -83,7 +83,7 @@ def promote(version: int, reason: str = typer.Option("manual promotion")) -> Non
 
 def rollback(reason: str = typer.Option("manual rollback")) -> None:
     """Point back at the version that was current before this one."""
-    from freshrec.registry import rollback as do_rollback
+    from freshrec.registry.versions import rollback as do_rollback
 
     with user_errors():
         version = do_rollback(migrated_engine(), reason=reason)

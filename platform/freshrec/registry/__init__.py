@@ -1,5 +1,20 @@
-"""Model versions: artifacts on storage, rows in SQL, and the updater that makes them."""
-from freshrec.registry.artifacts import TamperedArtifact, load_version
-from freshrec.registry.versions import UnknownVersion, VersionError, chain, current_version, list_versions, promote, rollback
+"""Model versions: artifacts on storage, rows in SQL, and the updater that makes them.
 
-__all__ = ["TamperedArtifact", "UnknownVersion", "VersionError", "chain", "current_version", "list_versions", "load_version", "promote", "rollback"]
+Names are imported on first use: ``freshrec versions`` or ``promote`` need SQL only, not torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "TamperedArtifact": "artifacts", "load_version": "artifacts",
+    "UnknownVersion": "versions", "VersionError": "versions", "chain": "versions", "current_version": "versions",
+    "list_versions": "versions", "promote": "versions", "rollback": "versions",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'freshrec.registry' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"freshrec.registry.{_HOMES[name]}"), name)

@@ -39,6 +39,8 @@ class SnapshotHolder:
         with self._sync_lock:
             target = self.pointer()
             serving = self.current.version if self.current else None
+            if target == serving:
+                self.refused.clear()  # the pointer moved away from a refused version: try it afresh next time
             if target is None or target == serving or target in self.refused:
                 return False
             try:
@@ -49,7 +51,6 @@ class SnapshotHolder:
                 self._on_failure(target, err)
                 return False
             self.current = snapshot  # the swap: one assignment
-            self.refused.clear()
             log.info("now serving version %s (was %s)", target, serving)
             self._on_swap(snapshot)
             return True

@@ -1,0 +1,171 @@
+"""Every endpoint against the real database, Feast online store and a tiny model: happy path, bad input, auth."""
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from freshrec.config import Settings, get_settings
+from freshrec.db import get_engine
+from freshrec.serving import create_app
+
+TOKEN = {"Authorization": "Bearer freshrec-dev-token"}
+
+
+@pytest.fixture(scope="module")
+def client(served_url):
+    from conftest import use_database
+
+    use_database(served_url)
+    with TestClient(create_app(watch=False)) as c:
+        yield c
+
+
+def _known_user() -> str:
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT user_id FROM user_profiles ORDER BY n_events DESC, user_id LIMIT 1")).scalar()
+
+
+def _loc(response) -> list:
+    return [tuple(d["loc"]) for d in response.json()["detail"]]
+
+
+def test_recommendations_known_unknown_and_bad_k(client, served_db):
+    user = _known_user()
+    r = client.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+    body = r.json()
+    assert r.status_code == 200 and body["version"] == 2 and body["strategy"] == "personal"
+    scores = [i["score"] for i in body["items"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    assert all(i["title"] for i in body["items"])
+
+    cold = client.get("/v1/users/never-seen/recommendations", params={"k": 3}).json()
+    assert cold["strategy"] == "popular" and len(cold["items"]) == 3
+
+    for k in (0, get_settings().serving.max_k + 1, "x"):
+        bad = client.get(f"/v1/users/{user}/recommendations", params={"k": k})
+        assert bad.status_code == 422 and ("query", "k") in _loc(bad)
+
+
+def test_search_plain_personalised_and_bad_q(client, served_db):
+    plain = client.get("/v1/search", params={"q": "red lunch bag", "k": 4}).json()
+    assert plain["strategy"] == "search" and len(plain["items"]) == 4 and plain["version"] == 2
+    personal = client.get("/v1/search", params={"q": "red lunch bag", "k": 4, "user_id": _known_user()}).json()
+    assert personal["strategy"] == "personal-search"
+    assert client.get("/v1/search", params={"q": "bag", "user_id": "never-seen"}).json()["strategy"] == "search"
+    for params in ({}, {"q": ""}, {"q": "x" * (get_settings().serving.max_text_chars + 1)}):
+        bad = client.get("/v1/search", params=params)
+        assert bad.status_code == 422 and ("query", "q") in _loc(bad)
+
+
+def test_similar_items_and_unknown_item(client, served_db):
+    with get_engine().connect() as conn:
+        item = conn.execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 1")).scalar()
+    body = client.get(f"/v1/items/{item}/similar", params={"k": 5}).json()
+    assert len(body["items"]) == 5 and item not in [i["item_id"] for i in body["items"]]
+    missing = client.get("/v1/items/no-such-item/similar")
+    assert missing.status_code == 404 and "no-such-item" in missing.json()["detail"]
+
+
+def _event(key, item="22629", **kw):
+    return {"event_key": key, "user_id": "api-user", "item_id": item, "event_type": "purchase",
+            "event_time": "2011-01-06T10:00:00Z", **kw}
+
+
+def _count(sql="SELECT count(*) FROM interactions WHERE user_id = 'api-user'"):
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text(sql)).scalar()
+
+
+def test_events_auth_validation_all_or_nothing_and_duplicates(client, served_db):
+    with get_engine().connect() as conn:
+        items = [r[0] for r in conn.execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 2"))]
+    good = {"events": [_event("api-1", items[0]), _event("api-2", items[1])]}
+    assert client.post("/v1/events", json=good).status_code == 401
+    assert client.post("/v1/events", json=good, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+    one_bad_row = {"events": [_event("api-3", items[0]), _event("api-4", "not-in-catalog")]}
+    r = client.post("/v1/events", json=one_bad_row, headers=TOKEN)
+    assert r.status_code == 422 and _loc(r) == [("body", "events", 1, "item_id")]
+    assert _count() == 0  # the good row of that batch was not written either
+
+    bad_type = client.post("/v1/events", json={"events": [_event("api-5", event_type="like")]}, headers=TOKEN)
+    assert bad_type.status_code == 422 and ("body", "events", 0, "event_type") in _loc(bad_type)
+    extra = client.post("/v1/events", json={"events": [_event("api-6", colour="red")]}, headers=TOKEN)
+    assert extra.status_code == 422 and ("body", "events", 0, "colour") in _loc(extra)
+    dup_in_batch = client.post("/v1/events", json={"events": [_event("api-7"), _event("api-7")]}, headers=TOKEN)
+    assert dup_in_batch.status_code == 422 and ("body", "events", 1, "event_key") in _loc(dup_in_batch)
+    assert client.post("/v1/events", json={"events": []}, headers=TOKEN).status_code == 422
+
+    first = client.post("/v1/events", json=good, headers=TOKEN).json()
+    assert first == {"accepted": 2, "duplicates": 0, "profiles_pushed": 1}
+    again = client.post("/v1/events", json=good, headers=TOKEN).json()
+    assert again["accepted"] == 0 and again["duplicates"] == 2
+    assert _count() == 2
+    # The new user's profile reached the online store at once: personal, not popular.
+    assert client.get("/v1/users/api-user/recommendations").json()["strategy"] == "personal"
+    metrics = client.get("/metrics").text
+    assert "freshrec_rows_behind_watermark 2.0" in metrics
+
+
+def test_models_list_detail_lineage_and_unknown(client, served_db):
+    versions = client.get("/v1/models").json()
+    assert [v["version"] for v in versions] == [1, 2] and [v["current"] for v in versions] == [False, True]
+    detail = client.get("/v1/models/2").json()
+    assert detail["parent"] == 1 and len(detail["artifact_sha256"]) == 64 and detail["row_count"] > 0
+    lineage = client.get("/v1/models/2/lineage").json()
+    assert lineage["parent"] == 1 and [c["version"] for c in lineage["chain"]] == [1, 2]
+    assert client.get("/v1/models/99").status_code == 404
+    assert client.get("/v1/models/99/lineage").status_code == 404
+    assert client.get("/v1/models/abc").status_code == 422
+
+
+def test_promote_and_rollback_need_the_token_and_swap_the_serving_version(client, served_db):
+    user = _known_user()
+    assert client.post("/v1/models/1/promote").status_code == 401
+    assert client.post("/v1/models/rollback").status_code == 401
+    assert client.post("/v1/models/99/promote", headers=TOKEN).status_code == 404
+    assert client.post("/v1/models/2/promote", headers=TOKEN).status_code == 409  # already current
+
+    moved = client.post("/v1/models/1/promote", headers=TOKEN, json={"reason": "test"}).json()
+    assert moved == {"current": 1, "serving": 1}
+    assert client.get(f"/v1/users/{user}/recommendations").json()["version"] == 1
+    back = client.post("/v1/models/rollback", headers=TOKEN).json()
+    assert back == {"current": 2, "serving": 2}
+    with get_engine().connect() as conn:
+        reasons = [r[0] for r in conn.execute(sa.text("SELECT reason FROM deployments ORDER BY id"))]
+    assert reasons[-2:] == ["test", "api"]
+
+
+def test_tampered_version_is_refused_and_the_old_one_keeps_serving(client, served_db):
+    with get_engine().connect() as conn:
+        uri = conn.execute(sa.text("SELECT artifact_uri FROM model_versions WHERE version = 1")).scalar()
+    path = f"{uri}/manifest.json"
+    original = open(path, "rb").read()
+    try:
+        open(path, "ab").write(b" ")
+        assert client.post("/v1/models/1/promote", headers=TOKEN).json() == {"current": 1, "serving": 2}
+        ready = client.get("/readyz").json()
+        assert ready["version"] == 2 and "TamperedArtifact" in ready["refused"]["1"]
+        assert client.get(f"/v1/users/{_known_user()}/recommendations").json()["version"] == 2
+        assert 'freshrec_version_refusals_total{reason="TamperedArtifact"} 1.0' in client.get("/metrics").text
+    finally:
+        open(path, "wb").write(original)
+        client.post("/v1/models/rollback", headers=TOKEN)
+    assert client.get("/readyz").json() == {"ready": True, "database": True, "version": 2, "refused": {}}
+
+
+def test_health_and_metrics(client, served_db):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    metrics = client.get("/metrics").text
+    for name in ("freshrec_request_seconds_bucket", "freshrec_serving_version 2.0", "freshrec_serving_version_age_seconds",
+                 "freshrec_rows_behind_watermark"):
+        assert name in metrics
+    assert client.get("/openapi.json").json()["info"]["title"] == "freshrec"
+    assert client.get("/docs").status_code == 200
+
+
+def test_reads_can_require_the_token(served_db):
+    settings = Settings(serving={"require_token_for_reads": True})
+    with TestClient(create_app(settings, watch=False)) as c:
+        assert c.get("/v1/search", params={"q": "bag"}).status_code == 401
+        assert c.get("/v1/search", params={"q": "bag"}, headers=TOKEN).status_code == 200
+        assert c.get("/healthz").status_code == 200
