@@ -36,3 +36,18 @@ def train(
             pairs_dir = throughput.export_pairs(out / "pairs", pairs)
         throughput.run(pairs_dir, models.split(","), strategies.split(","), device, repeats, batch_size, out,
                        _command(), echo=typer.echo)
+
+
+@app.command()
+def serve(
+    seconds: float = typer.Option(10.0, help="load per (endpoint, concurrency) cell"),
+    concurrency: str = typer.Option("1,8,32", help="comma-separated concurrent clients"),
+    port: int = typer.Option(8765, help="port for the server under test"),
+    out: Path = OUT,
+) -> None:
+    """p50/p99 and throughput of recommendations and search, beside the raw Feast online read."""
+    from freshrec.bench import serving
+
+    with user_errors():
+        migrated_engine()
+        serving.run(out, seconds, [int(c) for c in concurrency.split(",")], port, _command(), echo=typer.echo)

@@ -1,0 +1,185 @@
+"""``freshrec bench serve``: the API under load from a second process, beside the raw Feast online read.
+
+The server runs as its own process (``freshrec serve``) on the loaded database; this process is
+the load generator (asyncio + httpx, one connection per concurrent client). For each endpoint
+and concurrency it reports p50/p99 latency and throughput; the same users go through
+``FeatureStore.get_online_features`` directly, as the floor the API is built on. The retrieval
+table compares the in-process exact index with pgvector's HNSW on the same query vectors.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+
+from freshrec.bench import report
+
+COLUMNS = ["target", "concurrency", "requests", "p50_ms", "p99_ms", "throughput_rps", "errors"]
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ms = np.array(latencies) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def _row(target: str, concurrency: int, latencies: list[float], seconds: float, errors: int) -> dict:
+    p50, p99 = _percentiles(latencies)
+    return {"target": target, "concurrency": concurrency, "requests": len(latencies), "p50_ms": p50, "p99_ms": p99,
+            "throughput_rps": len(latencies) / seconds, "errors": errors}
+
+
+async def _http_load(base: str, paths: list[str], concurrency: int, seconds: float) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            i = offset
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                r = await http.get(paths[i % len(paths)])
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+                i += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
+
+
+def _feast_load(store, users: list[str], concurrency: int, seconds: float) -> tuple[list[float], float]:
+    from freshrec.features import online_user_texts
+
+    deadline = time.perf_counter() + seconds
+
+    def worker(offset: int) -> list[float]:
+        out, i = [], offset
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            online_user_texts(store, [users[i % len(users)]])
+            out.append(time.perf_counter() - started)
+            i += concurrency
+        return out
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        parts = list(pool.map(worker, range(concurrency)))
+    return [x for p in parts for x in p], time.perf_counter() - started
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"freshrec serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("freshrec serve did not become ready")
+
+
+def workload(engine, n: int = 5000, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Real users with a profile (shuffled), and search queries made of real item titles' first words."""
+    with engine.connect() as conn:
+        users = [r[0] for r in conn.execute(sa.text(
+            "SELECT user_id FROM (SELECT DISTINCT user_id FROM user_profiles) u ORDER BY md5(user_id || :s) LIMIT :n"),
+            {"s": str(seed), "n": n})]
+        titles = [r[0] for r in conn.execute(sa.text(
+            "SELECT title FROM items ORDER BY md5(item_id || :s) LIMIT :n"), {"s": str(seed), "n": n})]
+    queries = [" ".join(t.lower().split()[:2]) for t in titles]
+    return users, queries
+
+
+def retrieval_comparison(engine, version: int, k: int = 20, n: int = 200) -> list[dict]:
+    """Exact in-process search against pgvector HNSW on the same query vectors: latency and recall@k."""
+    from freshrec.serving.snapshot import load_snapshot
+
+    snap = load_snapshot(engine, version)
+    _, queries = workload(engine, n)
+    vecs = snap.embed(queries)
+    exact_ms, hnsw_ms, recall = [], [], []
+    with engine.connect() as conn:
+        for vec in vecs:
+            started = time.perf_counter()
+            exact = {h.item_id for h in snap.top_k(vec, k)}
+            exact_ms.append(time.perf_counter() - started)
+            literal = "[" + ",".join(f"{x:.7g}" for x in vec) + "]"
+            started = time.perf_counter()
+            got = [r[0] for r in conn.execute(sa.text(
+                "SELECT item_id FROM item_embeddings WHERE version = :v ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k"),
+                {"v": version, "q": literal, "k": k})]
+            hnsw_ms.append(time.perf_counter() - started)
+            recall.append(len(exact & set(got)) / k)
+    rows = []
+    for name, times, rec in (("in-process exact (numpy)", exact_ms, 1.0), ("pgvector HNSW (SQL)", hnsw_ms, float(np.mean(recall)))):
+        p50, p99 = _percentiles(times)
+        rows.append({"index": name, "items": len(snap.item_ids), "queries": len(times), "p50_ms": p50, "p99_ms": p99,
+                     f"recall@{k}_vs_exact": rec})
+    return rows
+
+
+def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, command: str, echo=print) -> dict:
+    from freshrec.config import get_settings
+    from freshrec.db import get_engine
+    from freshrec.features import open_store
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        version = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
+    if version is None:
+        raise ValueError("no current version: run `freshrec demo` or `freshrec update` first")
+    users, queries = workload(engine)
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FRESHREC_SERVING__PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "freshrec", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        _wait_ready(base, server)
+        hot = [f"/v1/users/{u}/recommendations?k=20" for u in users[:50]]
+        cold = iter(users[50:])
+        targets = {
+            # Users not asked for before: Feast read + user tower + index. Each cell takes fresh users.
+            "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u, _ in zip(cold, range(3000))],
+            # 50 users already asked for: the (user, feature timestamp, version) cache answers.
+            "recommendations, cached user": lambda: hot,
+            "search (query through the user tower)": lambda: [f"/v1/search?q={q}&k=20" for q in queries],
+        }
+        asyncio.run(_http_load(base, hot, 1, 3.0))  # warm-up, and the hot users' cache entries
+        for target, paths_for in targets.items():
+            for c in concurrencies:
+                latencies, errors, took = asyncio.run(_http_load(base, paths_for(), c, seconds))
+                rows.append(_row(target, c, latencies, took, errors))
+                echo(f"{target:<38} c={c:<3} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
+                     f"{rows[-1]['throughput_rps']:7.1f} req/s")
+    finally:
+        server.terminate()
+        server.wait(30)
+    store = open_store(get_settings())
+    _feast_load(store, users, 1, 1.0)  # warm-up
+    for c in concurrencies:
+        latencies, took = _feast_load(store, users, c, seconds)
+        rows.append(_row("Feast get_online_features (baseline)", c, latencies, took, 0))
+        echo(f"{'Feast online read (baseline)':<38} c={c:<3} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
+             f"{rows[-1]['throughput_rps']:7.1f} req/s")
+    retrieval = retrieval_comparison(engine, version)
+    report.write(out_dir, "serve", rows, command, COLUMNS, {"version": version, "seconds_per_cell": seconds})
+    report.write(out_dir, "retrieval", retrieval, command)
+    echo(report.markdown_table(rows, COLUMNS))
+    echo(report.markdown_table(retrieval))
+    return {"load": rows, "retrieval": retrieval}
