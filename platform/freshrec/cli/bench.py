@@ -51,3 +51,24 @@ def serve(
     with user_errors():
         migrated_engine()
         serving.run(out, seconds, [int(c) for c in concurrency.split(",")], port, _command(), echo=typer.echo)
+
+
+@app.command()
+def updates(
+    weeks: int = typer.Option(None, help="weeks to replay after the first 13 (default: all that have a week after)"),
+    model: str = typer.Option("tiny", help="tiny, minilm or a local encoder path"),
+    strategy: str = typer.Option("head", help="incremental arms: comma-separated head, lora, full"),
+    dataset: str = typer.Option(None, help="an Online Retail file, or ITEMS,INTERACTIONS files; default: bundled"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    max_eval_users: int = typer.Option(1000, help="users scored per test week"),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="the incremental arm's gate, as in production"),
+    keep_databases: bool = typer.Option(False, help="keep the bench databases for SQL audits"),
+    out: Path = OUT,
+) -> None:
+    """Incremental vs full retrain vs stale vs baselines, week by week: JSON, Markdown and a PNG plot."""
+    from freshrec.bench import updates as bench_updates
+
+    with user_errors():
+        migrated_engine()
+        bench_updates.run(weeks, model, strategy.split(","), device, dataset, out, max_eval_users, gate, keep_databases,
+                          _command(), echo=typer.echo)

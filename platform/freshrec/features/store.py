@@ -50,7 +50,7 @@ def _last_materialized_at(store) -> datetime | None:
     return max(ends) if ends else None
 
 
-def materialize(store, end: datetime | None = None) -> tuple[datetime, datetime]:
+def materialize(store, end: datetime | None = None, engine=None) -> tuple[datetime, datetime]:
     """Fill the online store with every feature row written since the last run, up to ``end``.
 
     ``feast materialize-incremental`` starts where the last run ended, in *event* time, so rows
@@ -60,7 +60,7 @@ def materialize(store, end: datetime | None = None) -> tuple[datetime, datetime]
     """
     end = end or datetime.now(timezone.utc)
     last = _last_materialized_at(store)
-    with get_engine().connect() as conn:
+    with (engine or get_engine()).connect() as conn:
         start = conn.execute(
             sa.text(
                 "SELECT least((SELECT min(valid_from) FROM user_profiles WHERE ingested_at > :since),"

@@ -5,6 +5,7 @@ The bundled copy is ``freshrec/datasets/online_retail.parquet`` (CC BY 4.0; see 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,14 @@ def _customer_ids(raw: pd.Series) -> pd.Series:
 
 def read_purchases(path: Path) -> tuple[pd.DataFrame, int]:
     """All purchase lines of the file (cancellations, anonymous and non-positive rows dropped)."""
+    path = Path(path)
+    frame, rows_read = _read_purchases(path.resolve(), path.stat().st_mtime_ns if path.exists() else 0)
+    return frame.copy(), rows_read
+
+
+@lru_cache(maxsize=2)
+def _read_purchases(path: Path, mtime_ns: int) -> tuple[pd.DataFrame, int]:
+    # Cached per file version: a week-by-week replay reads the same file dozens of times.
     raw = read_table(path).rename(columns=II_NAMES)
     frame = parse_frame(raw, COLUMNS, str(path))
     frame["CustomerID"] = _customer_ids(frame["CustomerID"])

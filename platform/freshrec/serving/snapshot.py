@@ -40,7 +40,7 @@ class Snapshot:
     item_ids: np.ndarray
     titles: list[str]
     item_vecs: np.ndarray  # unit rows, from pgvector: exactly what this version published
-    popular: np.ndarray  # item rows by purchases in the 28 days before the version's newest row
+    popular: np.ndarray  # item rows by purchase lines in the 28 days before the version's newest row
     row_of: dict[str, int] = field(init=False)
     # (user_id, feature timestamp) -> user vector; the version is implied: one cache per snapshot.
     _user_cache: OrderedDict = field(init=False, default_factory=OrderedDict)
@@ -99,7 +99,7 @@ WITH newest AS (SELECT max(w.event_time_max) AS t FROM version_ancestry a JOIN w
                 WHERE a.version = :v)
 SELECT item_id FROM interactions, newest
 WHERE event_time > newest.t - make_interval(days => :days) AND event_time <= newest.t
-GROUP BY item_id ORDER BY sum(coalesce(quantity, 1)) DESC, item_id LIMIT 1000"""
+GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT 1000"""
 
 
 def load_snapshot(engine: Engine, version: int, dim: int = 128) -> Snapshot:

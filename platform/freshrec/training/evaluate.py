@@ -15,19 +15,34 @@ def baskets(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     return grouped
 
 
-def recall_ndcg(scores: np.ndarray, item_ids: np.ndarray, relevant: list[set], k: int) -> tuple[float, float]:
-    """Mean Recall@k (hits / min(|relevant|, k), so a perfect ranking scores 1) and NDCG@k."""
-    if len(relevant) == 0:
-        return 0.0, 0.0
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k best scores, best first."""
     k = min(k, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-    top = np.take_along_axis(top, order, axis=1)
+    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
+    return np.take_along_axis(top, order, axis=1)
+
+
+def ranked_metrics(ranked: list, relevant: list[set], k: int) -> tuple[float, float]:
+    """Mean Recall@k and NDCG@k of ranked id lists, with binary relevance.
+
+    Recall@k is hits / min(|relevant|, k), so a perfect ranking scores 1 even when a user bought
+    more than k items; NDCG@k divides by the DCG of that perfect ranking.
+    """
+    if len(relevant) == 0:
+        return 0.0, 0.0
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recalls, ndcgs = [], []
-    for ranked, rel in zip(item_ids[top], relevant):
-        hits = np.array([item in rel for item in ranked], dtype=float)
+    for ids, rel in zip(ranked, relevant):
+        hits = np.array([item in rel for item in list(ids)[:k]], dtype=float)
         ideal = min(len(rel), k)
         recalls.append(hits.sum() / ideal)
-        ndcgs.append((hits * discounts).sum() / discounts[:ideal].sum())
+        ndcgs.append((hits * discounts[: len(hits)]).sum() / discounts[:ideal].sum())
     return float(np.mean(recalls)), float(np.mean(ndcgs))
+
+
+def recall_ndcg(scores: np.ndarray, item_ids: np.ndarray, relevant: list[set], k: int) -> tuple[float, float]:
+    """Mean Recall@k and NDCG@k of score rows (users x items) against each row's relevant items."""
+    if len(relevant) == 0:
+        return 0.0, 0.0
+    return ranked_metrics(item_ids[top_k(scores, k)], relevant, min(k, scores.shape[1]))
