@@ -73,3 +73,17 @@ def test_embedded_server_status():
     env["PATH"] = f"{BIN}:{os.environ['PATH']}"
     proc = subprocess.run(["freshrec", "db", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "running (pid" in proc.stdout
+
+
+def test_demo_main_job_two_versions_and_a_second_run_makes_nothing(module_db, tiny_model):
+    """The README's main job (tiny model, no server): v1 on 13 weeks, v2 on exactly the next week's rows."""
+    db = {"FRESHREC_DATABASE_URL": module_db}
+    out = run(["freshrec", "demo", "--base-model", tiny_model, "--no-serve", "--device", "cpu"], db).stdout
+    assert "version 1: promoted" in out and "watermark of version 2:" in out and ": equal" in out
+    again = run(["freshrec", "demo", "--base-model", tiny_model, "--no-serve", "--device", "cpu"], db).stdout
+    assert again.count("no new rows past the watermark") == 2
+    versions = run(["freshrec", "versions", "--json"], db).stdout
+    import json
+
+    rows = json.loads(versions)
+    assert [(r["version"], r["parent"]) for r in rows] == [(1, None), (2, 1)]

@@ -5,7 +5,8 @@
 3. ``update``: version 1 from the pre-trained MiniLM;
 4. load the next week (to 2011-03-06), materialize, ``update``: version 2, fine-tuned from version 1
    on exactly that week's rows;
-5. print the versions and their watermarks.
+5. print the versions and their watermarks;
+6. serve the API from the current version (``--no-serve`` stops before).
 
 Run again on the same home, it loads nothing new and makes no version.
 """
@@ -92,8 +93,9 @@ def demo(
     base_model: str = typer.Option(None, help="local Hugging Face encoder; default: the bundled MiniLM"),
     strategy: str = typer.Option("head", help="head, lora or full"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="end by serving the API (Ctrl-C stops it)"),
 ) -> None:
-    """Run the main job end to end and print the versions and their watermarks."""
+    """Run the main job end to end, print the versions and their watermarks, then serve the API."""
     from freshrec.registry import list_versions
 
     with user_errors():
@@ -105,4 +107,10 @@ def demo(
                 for v in versions])
     typer.secho("\nstep timings:", bold=True)
     echo_table(timings)
-    typer.echo('\nnext: freshrec lineage 2 --json;  eval "$(freshrec env)"; psql -c "select * from watermark_audit"')
+    typer.echo('\naudit: freshrec lineage 2 --json;  eval "$(freshrec env)"; psql -c "select * from watermark_audit"')
+    if serve:
+        from freshrec.cli.serve import serve as run_server
+
+        port = get_settings().serving.port
+        typer.echo(f'try:   curl "localhost:{port}/v1/users/12347/recommendations?k=5"\n')
+        run_server(host=None, port=None, workers=1)
