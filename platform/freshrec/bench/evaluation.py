@@ -12,6 +12,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+import torch
 
 from freshrec.ingest.online_retail import day_start
 from freshrec.training.dataset import catalog
@@ -48,12 +49,21 @@ def test_week(engine, week_rows: pd.DataFrame, since: date, max_users: int) -> T
     return TestWeek(since, users, [p.profile_text for p in profiles], [bought[u] for u in users], catalog(engine))
 
 
-def model_scores(model, tokenizer, device, week: TestWeek, k: int, max_user_tokens: int = 128,
-                 max_item_tokens: int = 32) -> tuple[float, float]:
+def pooled_states(model, tokenizer, device, week: TestWeek, max_user_tokens: int = 128,
+                  max_item_tokens: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's pooled states of the week's users and candidates. Arms that share a frozen
+    encoder (every arm of the head strategy) share these, and differ only in their projections."""
+    model.to(device).eval()
     enc = Encoder(model, tokenizer, device)
-    users = enc.users(week.texts, max_user_tokens)
-    items = enc.items(week.items["item_text"].tolist(), max_item_tokens)
-    return recall_ndcg(users @ items.T, week.items["item_id"].to_numpy(), week.relevant, k)
+    return enc.pooled_all(week.texts, max_user_tokens), enc.pooled_all(week.items["item_text"].tolist(), max_item_tokens)
+
+
+@torch.no_grad()
+def model_scores(model, tokenizer, device, week: TestWeek, k: int, pooled=None) -> tuple[float, float]:
+    users, items = pooled if pooled is not None else pooled_states(model, tokenizer, device, week)
+    model.to(device).eval()
+    u, v = model.project_users(users).cpu().numpy(), model.project_items(items).cpu().numpy()
+    return recall_ndcg(u @ v.T, week.items["item_id"].to_numpy(), week.relevant, k)
 
 
 def popularity(engine, week: TestWeek, k: int) -> tuple[float, float]:

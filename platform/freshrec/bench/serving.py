@@ -152,10 +152,12 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
     try:
         _wait_ready(base, server)
         hot = [f"/v1/users/{u}/recommendations?k=20" for u in users[:50]]
-        cold = iter(users[50:])
+        # Users not asked for before: Feast read + user tower + index. Each cell takes its own share
+        # (a cell that runs through its share wraps around onto cached users: see "distinct users").
+        share = max(1, (len(users) - 50) // len(concurrencies))
+        cold = iter([users[50 + n * share : 50 + (n + 1) * share] for n in range(len(concurrencies))])
         targets = {
-            # Users not asked for before: Feast read + user tower + index. Each cell takes fresh users.
-            "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u, _ in zip(cold, range(3000))],
+            "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(cold)],
             # 50 users already asked for: the (user, feature timestamp, version) cache answers.
             "recommendations, cached user": lambda: hot,
             "search (query through the user tower)": lambda: [f"/v1/search?q={q}&k=20" for q in queries],

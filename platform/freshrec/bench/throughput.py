@@ -11,6 +11,7 @@ item text, label) row: each interaction row brings itself and ``negatives`` samp
 from __future__ import annotations
 
 import argparse
+import tempfile
 import statistics
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def run(pairs_dir: Path, models: list[str], strategies: list[str], device_name: 
     device = World().device(device_name)
     rows = []
     for name in models:
-        path = _model_path(name, out_dir / "models")
+        path = _model_path(name, Path(tempfile.gettempdir()) / "freshrec-bench-models")
         for strategy in strategies:
             args = TrainingArguments(strategy=strategy, epochs=1, batch_size=batch_size, device=device_name,
                                      learning_rate=1e-3 if strategy == "head" else 5e-5)

@@ -12,6 +12,7 @@ popularity (last 4 weeks), personal-frequency (own most-bought, filled with popu
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import threading
 import time
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from freshrec.bench import report
-from freshrec.bench.evaluation import model_scores, personal_frequency, popularity, test_week
+from freshrec.bench.evaluation import model_scores, personal_frequency, pooled_states, popularity, test_week
 from freshrec.bench.timeline import open_timeline
 from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine, upgrade
@@ -107,9 +108,9 @@ def _drop_database(base_url: str, name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _platform(base: Settings, base_url: str, name: str, strategy: str, out_dir: Path, timeline) -> Platform:
+def _platform(base: Settings, base_url: str, name: str, strategy: str, scratch: Path, timeline) -> Platform:
     settings = base.model_copy(update={"database_url": _secret(_create_database(base_url, name)),
-                                       "artifacts_uri": str(out_dir / "artifacts" / name)})
+                                       "artifacts_uri": str(scratch / "artifacts" / name)})
     store = open_store(settings)
     apply(store, settings.feast.repo_path)
     platform = Platform(strategy, settings, store)
@@ -126,8 +127,8 @@ def _secret(value: str):
     return SecretStr(value)
 
 
-def _base_model(name: str, out_dir: Path) -> str:
-    return str(build_tiny(out_dir / "models" / "tiny")) if name == "tiny" else str(resolve(name))
+def _base_model(name: str, scratch: Path) -> str:
+    return str(build_tiny(scratch / "models" / "tiny")) if name == "tiny" else str(resolve(name))
 
 
 def _current_model(platform: Platform):
@@ -180,12 +181,13 @@ def run(weeks: int | None, model: str, strategies: list[str], device_name: str, 
     if n_weeks < 1:
         raise ValueError("--weeks: the data set has no week after the first 13 to test on")
     base, base_url = get_settings(), database_url()
-    base_model = _base_model(model, out_dir)
+    tag = f"{os.getpid()}_{int(time.time())}"
+    scratch = base.home / "bench" / tag  # versions' artifacts and the tiny model: not results
+    base_model = _base_model(model, scratch)
     device = World().device(device_name)
     args = {s: TrainingArguments(strategy=s, device=device_name) for s in strategies}
-    tag = f"{os.getpid()}_{int(time.time())}"
     echo(f"first 13 weeks to {timeline.first_until}; {n_weeks} weeks to replay; model {model}; strategies {strategies}")
-    platforms = [_platform(base, base_url, f"freshrec_bench_{s}_{tag}", s, out_dir, timeline) for s in strategies]
+    platforms = [_platform(base, base_url, f"freshrec_bench_{s}_{tag}", s, scratch, timeline) for s in strategies]
     primary = platforms[0]
     rows: list[dict] = []
     try:
@@ -204,14 +206,16 @@ def run(weeks: int | None, model: str, strategies: list[str], device_name: str, 
                                                                                    base_model, device)
             test_since, test_until = timeline.weeks[i + 1]
             week = test_week(primary.engine, timeline.batch(test_since, test_until).interactions, test_since, max_eval_users)
-            scores = {"stale": model_scores(stale_model, stale_tokenizer, device, week, K),
-                      "full-retrain": model_scores(retrained, retrained_tokenizer, device, week, K),
+            # Head arms all keep the base encoder: encode the week once, project per arm.
+            shared = pooled_states(stale_model, stale_tokenizer, device, week) if strategies == ["head"] else None
+            scores = {"stale": model_scores(stale_model, stale_tokenizer, device, week, K, shared),
+                      "full-retrain": model_scores(retrained, retrained_tokenizer, device, week, K, shared),
                       "popularity": popularity(primary.engine, week, K),
                       "personal-frequency": personal_frequency(primary.engine, week, K)}
             versions = {}
             for p in platforms:
                 versions[p.strategy], m, tok = _current_model(p)
-                scores[f"incremental-{p.strategy}"] = model_scores(m, tok, device, week, K)
+                scores[f"incremental-{p.strategy}"] = model_scores(m, tok, device, week, K, shared)
             for arm, (recall, ndcg) in scores.items():
                 strategy = arm.removeprefix("incremental-")
                 rows.append({"week": str(since), "test_week": str(test_since), "arm": arm, "recall@20": recall,
@@ -229,6 +233,7 @@ def run(weeks: int | None, model: str, strategies: list[str], device_name: str, 
             for p in platforms:
                 get_engine(p.settings).dispose()
                 _drop_database(base_url, make_url(p.settings.database_url.get_secret_value()).database)
+            shutil.rmtree(scratch, ignore_errors=True)
     summary = summarise(rows, strategies)
     extra = {"model": model, "strategies": strategies, "weeks": n_weeks, "first_until": str(timeline.first_until),
              "dataset": timeline.source, "device": str(device), "wall_s": time.perf_counter() - started,
