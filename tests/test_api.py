@@ -169,3 +169,11 @@ def test_reads_can_require_the_token(served_db):
         assert c.get("/v1/search", params={"q": "bag"}).status_code == 401
         assert c.get("/v1/search", params={"q": "bag"}, headers=TOKEN).status_code == 200
         assert c.get("/healthz").status_code == 200
+
+
+def test_out_of_range_version_is_a_422_not_a_database_error(client, served_db):
+    # Found by the fuzzer: a version beyond PostgreSQL's integer reached the database as a DataError.
+    for path in ("/v1/models/99999999999", "/v1/models/99999999999/lineage", "/v1/models/0"):
+        r = client.get(path)
+        assert r.status_code == 422 and ("path", "version") in _loc(r)
+    assert client.post("/v1/models/99999999999/promote", headers=TOKEN).status_code == 422

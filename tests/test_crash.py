@@ -42,8 +42,14 @@ def _state() -> dict:
         return dict(conn.execute(sa.text(STATE)).mappings().one())
 
 
+def _own_root() -> str:
+    """This database's folder under the artifacts root (each database sweeps only its own)."""
+    with get_engine().connect() as conn:
+        return f"{get_settings().artifacts_root}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
+
+
 def _artifact_dirs() -> set[str]:
-    fs, path = fsspec.core.url_to_fs(get_settings().artifacts_root)
+    fs, path = fsspec.core.url_to_fs(_own_root())
     return {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)} if fs.exists(path) else set()
 
 
@@ -68,6 +74,10 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     assert first.version == 1
     second_load = _load(retail_sample, since=date(2011, 1, 1))
     before, dirs_before = _state(), _artifact_dirs()
+    # Another database's version beside ours: no sweep of this database may touch it.
+    foreign = Path(get_settings().artifacts_root) / "another_database" / "0123abcd"
+    foreign.mkdir(parents=True, exist_ok=True)
+    (foreign / "manifest.json").write_text("{}")
 
     orphans: set[str] = set()
     for point in POINTS:
@@ -84,6 +94,7 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     assert proc.returncode == 0, proc.stderr
     assert "swept 1 orphaned" in proc.stdout and "version 2: promoted" in proc.stdout
     assert _artifact_dirs() - dirs_before == {_uri_tail(2)}
+    assert (foreign / "manifest.json").exists()
     with get_engine().connect() as conn:
         row_count = conn.execute(sa.text("SELECT row_count FROM watermarks WHERE version = 2")).scalar()
         consumed = conn.execute(sa.text(

@@ -142,7 +142,11 @@ def _update_locked(world: World, engine, args, gate, base_model, settings, log) 
         referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions"))}
         parent = current_version(conn)
         xid_from = parent_horizon(conn, parent)
-    swept = artifacts.sweep_orphans(settings.artifacts_root, referenced)
+        # Each database writes and sweeps only its own folder: several databases may share one
+        # artifacts root (tests, benchmarks, staging beside production), and a sweep must never
+        # take another database's versions for orphans.
+        root = f"{settings.artifacts_root.rstrip('/')}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
+    swept = artifacts.sweep_orphans(root, referenced)
     if swept:
         log(f"swept {len(swept)} orphaned artifact directories")
     cut = take_cut(engine, xid_from)
@@ -193,7 +197,7 @@ def _update_locked(world: World, engine, args, gate, base_model, settings, log) 
                 "watermark": {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count},
                 "feature_refs": FEATURE_REFS, "feast_project": settings.feast.project,
                 "params": args.to_dict(), "gate": gate.__dict__, "code_version": _code_version()}
-    uri = artifacts.new_uri(settings.artifacts_root)
+    uri = artifacts.new_uri(root)
     sha = artifacts.write(uri, model, tokenizer, manifest, metrics, encoder_state)
     crash_point("artifact-written")
     timings["total_s"] = time.perf_counter() - t0

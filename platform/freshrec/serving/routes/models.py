@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 
 from freshrec.config import Settings
 from freshrec.registry import UnknownVersion, VersionError, chain, list_versions, promote, rollback
 from freshrec.serving.deps import ApiState, api_state, reads_guard, require_token
+
+
+# Versions are PostgreSQL integers: a larger number is a 422, not a database error.
+VERSION = Path(ge=1, le=2**31 - 1, description="a model version number")
 
 
 class PointerMove(BaseModel):
@@ -51,19 +55,19 @@ def router(settings: Settings) -> APIRouter:
             return list_versions(conn)
 
     @api.get("/{version}", dependencies=reads, responses={404: {"description": "unknown version"}})
-    def version_detail(version: int, state: ApiState = Depends(api_state)) -> dict[str, Any]:
+    def version_detail(version: int = VERSION, state: ApiState = Depends(api_state)) -> dict[str, Any]:
         """One version: metrics (the gate's four scores), parameters, artifact and sha256, watermark."""
         return _chain(state, version)[-1]
 
     @api.get("/{version}/lineage", dependencies=reads, responses={404: {"description": "unknown version"}})
-    def lineage(version: int, state: ApiState = Depends(api_state)) -> dict[str, Any]:
+    def lineage(version: int = VERSION, state: ApiState = Depends(api_state)) -> dict[str, Any]:
         """The parent chain, oldest first: what `freshrec lineage VERSION --json` prints."""
         rows = _chain(state, version)
         return {"version": version, "parent": rows[-1]["parent"], "chain": rows}
 
     @api.post("/{version}/promote", response_model=Pointer, dependencies=[Depends(require_token)],
               responses={401: {"description": "token"}, 404: {"description": "unknown"}, 409: {"description": "already current"}})
-    def promote_version(version: int, body: PointerMove | None = Body(None),
+    def promote_version(version: int = VERSION, body: PointerMove | None = Body(None),
                         state: ApiState = Depends(api_state)) -> Pointer:
         """Make VERSION current; every API process swaps to it without a restart."""
         reason = body.reason if body else "api"
