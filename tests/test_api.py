@@ -177,3 +177,15 @@ def test_out_of_range_version_is_a_422_not_a_database_error(client, served_db):
         r = client.get(path)
         assert r.status_code == 422 and ("path", "version") in _loc(r)
     assert client.post("/v1/models/99999999999/promote", headers=TOKEN).status_code == 422
+
+
+def test_events_with_and_without_quantity_in_one_batch(client, served_db):
+    # Found by the fuzzer: one event with a quantity and one without made the column float ("1.0").
+    with get_engine().connect() as conn:
+        item = conn.execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 1")).scalar()
+    body = {"events": [_event("mixed-1", item), _event("mixed-2", item, quantity=3)]}
+    assert client.post("/v1/events", json=body, headers=TOKEN).json()["accepted"] == 2
+    with get_engine().connect() as conn:
+        quantities = [r[0] for r in conn.execute(sa.text(
+            "SELECT quantity FROM interactions WHERE event_key IN ('mixed-1', 'mixed-2') ORDER BY event_key"))]
+    assert quantities == [1, 3]

@@ -34,7 +34,7 @@ def test_no_input_makes_a_server_error(app):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def no_server_error(case):
             response = case.call(headers=TOKEN)
             assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body, response.text)

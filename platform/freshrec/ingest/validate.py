@@ -104,5 +104,9 @@ def parse_frame(df: pd.DataFrame, columns: list[Column], source: str) -> pd.Data
                 raise InputError(
                     source, col.name, f"{values.iloc[row]!r} is not one of {', '.join(col.allowed)}", row + 1
                 )
+        if col.kind == "int":
+            # Python ints and None: a nullable integer column must not turn into floats ("1.0"),
+            # which PostgreSQL's COPY refuses for an integer column (found by the API fuzzer).
+            values = values.astype(object).where(values.notna(), None)
         out[col.name] = values.to_numpy()
     return pd.DataFrame(out)
