@@ -21,6 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from freshrec.bench import report
+from freshrec.db.vectors import to_literal
 
 COLUMNS = ["target", "concurrency", "requests", "p50_ms", "p99_ms", "throughput_rps", "errors"]
 
@@ -118,11 +119,10 @@ def retrieval_comparison(engine, version: int, k: int = 20, n: int = 200) -> lis
             started = time.perf_counter()
             exact = {h.item_id for h in snap.top_k(vec, k)}
             exact_ms.append(time.perf_counter() - started)
-            literal = "[" + ",".join(f"{x:.7g}" for x in vec) + "]"
             started = time.perf_counter()
             got = [r[0] for r in conn.execute(sa.text(
                 "SELECT item_id FROM item_embeddings WHERE version = :v ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k"),
-                {"v": version, "q": literal, "k": k})]
+                {"v": version, "q": to_literal(vec), "k": k})]
             hnsw_ms.append(time.perf_counter() - started)
             recall.append(len(exact & set(got)) / k)
     rows = []

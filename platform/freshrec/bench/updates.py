@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from freshrec.bench import report
@@ -31,7 +32,7 @@ from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine, upgrade
 from freshrec.features import apply, materialize, open_store
 from freshrec.ingest import write_batch
-from freshrec.registry.artifacts import load_version
+from freshrec.registry.artifacts import load_chain
 from freshrec.registry.update import run_update
 from freshrec.registry.versions import chain
 from freshrec.training import dataset
@@ -109,7 +110,7 @@ def _drop_database(base_url: str, name: str) -> None:
 
 
 def _platform(base: Settings, base_url: str, name: str, strategy: str, scratch: Path, timeline) -> Platform:
-    settings = base.model_copy(update={"database_url": _secret(_create_database(base_url, name)),
+    settings = base.model_copy(update={"database_url": SecretStr(_create_database(base_url, name)),
                                        "artifacts_uri": str(scratch / "artifacts" / name)})
     store = open_store(settings)
     apply(store, settings.feast.repo_path)
@@ -121,12 +122,6 @@ def _platform(base: Settings, base_url: str, name: str, strategy: str, scratch: 
     return platform
 
 
-def _secret(value: str):
-    from pydantic import SecretStr
-
-    return SecretStr(value)
-
-
 def _base_model(name: str, scratch: Path) -> str:
     return str(build_tiny(scratch / "models" / "tiny")) if name == "tiny" else str(resolve(name))
 
@@ -135,7 +130,7 @@ def _current_model(platform: Platform):
     with platform.engine.connect() as conn:
         version = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
         lineage = chain(conn, version)
-    loaded = load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], 128)
+    loaded = load_chain(lineage, 128)
     return version, loaded.model, loaded.tokenizer
 
 

@@ -35,6 +35,11 @@ class LoadedVersion:
     manifest: dict
 
 
+def load_chain(lineage: list[dict], dim: int) -> LoadedVersion:
+    """A version from its ``chain()`` rows, oldest first (each artifact checked against its sha256)."""
+    return load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
+
+
 def new_uri(root: str) -> str:
     return f"{root.rstrip('/')}/{uuid.uuid4().hex}"
 

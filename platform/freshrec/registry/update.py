@@ -94,7 +94,7 @@ def _start_model(engine, parent: int | None, base_model: str | None, dim: int, s
         return TwoTower(load_encoder(path), dim), load_tokenizer(path), str(path)
     with engine.connect() as conn:
         lineage = chain(conn, parent)
-    loaded = artifacts.load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
+    loaded = artifacts.load_chain(lineage, dim)
     return loaded.model, loaded.tokenizer, loaded.manifest["base_model"]
 
 

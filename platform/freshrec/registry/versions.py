@@ -9,6 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from freshrec.db.vectors import to_literal
 from freshrec.faults import crash_point
 from freshrec.training.watermark import Cut
 
@@ -69,7 +70,7 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         raw = conn.connection.driver_connection
         with raw.cursor().copy("COPY item_embeddings (version, item_id, embedding) FROM STDIN") as copy:
             for item_id, vec in zip(item_ids, item_vecs):
-                copy.write_row((version, item_id, "[" + ",".join(f"{x:.7g}" for x in vec) + "]"))
+                copy.write_row((version, item_id, to_literal(vec)))
         if new.status == "promoted":
             _move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")

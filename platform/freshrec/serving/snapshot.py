@@ -16,6 +16,7 @@ import sqlalchemy as sa
 import torch
 from sqlalchemy.engine import Engine
 
+from freshrec.db.vectors import from_literal
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain
 from freshrec.training.train import Encoder
@@ -109,10 +110,10 @@ def load_snapshot(engine: Engine, version: int, dim: int = 128) -> Snapshot:
         created_at = conn.execute(sa.text("SELECT created_at FROM model_versions WHERE version = :v"), {"v": version}).scalar()
         items = conn.execute(sa.text(_ITEMS_SQL), {"v": version}).all()
         popular_ids = [r[0] for r in conn.execute(sa.text(_POPULAR_SQL), {"v": version, "days": POPULAR_WINDOW_DAYS})]
-    loaded = artifacts.load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
+    loaded = artifacts.load_chain(lineage, dim)
     loaded.model.eval()
     item_ids = np.array([r.item_id for r in items], dtype=object)
-    vecs = np.array([np.fromstring(r.embedding[1:-1], sep=",") for r in items], dtype=np.float32)
+    vecs = np.array([from_literal(r.embedding) for r in items], dtype=np.float32)
     row_of = {item_id: i for i, item_id in enumerate(item_ids)}
     popular = np.array([row_of[i] for i in popular_ids if i in row_of], dtype=int)
     return Snapshot(
