@@ -4,7 +4,7 @@ from datetime import timedelta
 from entities import item, user
 from feast import FeatureService, FeatureView, Field
 from feast.types import Int64, String
-from sources import item_source, user_profile_source
+from sources import item_source, item_stats_source, user_profile_source
 
 # A long ttl: the bundled data is from 2010-2011, and a view whose ttl is shorter than the data's
 # age materializes nothing (ttl=0 is no exception: it skips rows older than a year).
@@ -19,13 +19,29 @@ item_text = FeatureView(
     online=True,
 )
 
+# The profile text (the user tower's input) and how active the user is (the ranker's input),
+# both as of just before each moment.
 user_text = FeatureView(
     name="user_text",
     entities=[user],
     ttl=TEN_YEARS,
-    schema=[Field(name="user_text", dtype=String), Field(name="n_events", dtype=Int64)],
+    schema=[Field(name="user_text", dtype=String), Field(name="n_events", dtype=Int64),
+            Field(name="n_baskets", dtype=Int64)],
     source=user_profile_source,
     online=True,
 )
 
-ranking_model = FeatureService(name="ranking_model", features=[user_text[["user_text"]], item_text])
+# Daily item aggregates for the ranker: recent popularity, its trend, and how often buyers come back.
+item_stats = FeatureView(
+    name="item_stats",
+    entities=[item],
+    ttl=TEN_YEARS,
+    schema=[Field(name="events_7d", dtype=Int64), Field(name="events_28d", dtype=Int64),
+            Field(name="buyers", dtype=Int64), Field(name="repeat_buyers", dtype=Int64)],
+    source=item_stats_source,
+    online=True,
+)
+
+ranking_model = FeatureService(name="ranking_model",
+                               features=[user_text[["user_text", "n_events", "n_baskets"]], item_text])
+ranker_items = FeatureService(name="ranker_items", features=[item_stats])

@@ -13,7 +13,15 @@ item_source = PostgreSQLSource(
 # the newest of them, so a point-in-time read at an event never sees that event itself.
 user_profile_source = PostgreSQLSource(
     name="user_profiles_source",
-    query="SELECT user_id, profile_text AS user_text, n_events, valid_from FROM user_profiles",
+    query="SELECT user_id, profile_text AS user_text, n_events, n_baskets, valid_from FROM user_profiles",
     timestamp_field="valid_from",
     description="freshrec.ingest.profiles keeps this history current",
+)
+
+# One row per (item, day), stamped at the end of the day (freshrec.ingest.aggregates).
+item_stats_source = PostgreSQLSource(
+    name="item_daily_stats_source",
+    query="SELECT item_id, events_7d, events_28d, buyers, repeat_buyers, valid_from FROM item_daily_stats",
+    timestamp_field="valid_from",
+    description="daily item aggregates, rebuilt from the first changed day after each load",
 )

@@ -121,7 +121,7 @@ def served_url(make_database, retail_sample, tiny_model) -> str:
     from freshrec.db import get_engine
     from freshrec.features import apply, materialize, open_store
     from freshrec.ingest import online_retail_batch, write_batch
-    from freshrec.registry.update import run_update
+    from freshrec.updater import run_update
     from freshrec.training.args import GateArguments, TrainingArguments
 
     url = make_database("api")

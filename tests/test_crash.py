@@ -19,7 +19,7 @@ from freshrec.db import get_engine
 from freshrec.faults import CRASH_ENV, POINTS
 from freshrec.features import apply, open_store
 from freshrec.ingest import online_retail_batch, write_batch
-from freshrec.registry.update import run_update
+from freshrec.updater import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]

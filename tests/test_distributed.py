@@ -19,10 +19,10 @@ from freshrec.db import get_engine
 from freshrec.features import apply, open_store
 from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.registry import chain, load_version
-from freshrec.registry.update import run_update
+from freshrec.updater import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.training.dataset import catalog
-from freshrec.training.train import Encoder
+from freshrec.training.encoder import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
 

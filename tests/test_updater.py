@@ -9,7 +9,7 @@ from freshrec.db import get_engine
 from freshrec.features import apply, open_store
 from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.registry import TamperedArtifact, chain, load_version, rollback
-from freshrec.registry.update import run_update
+from freshrec.updater import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
 
 
@@ -113,5 +113,7 @@ def test_gate_rejects_a_broken_candidate_and_current_stays(two_versions, retail_
         current = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
         status, metrics = conn.execute(sa.text("SELECT status, metrics FROM model_versions WHERE version = :v"), {"v": broken.version}).one()
     assert current == 2 and status == "rejected"
-    assert metrics["candidate"]["fresh"]["recall"] is not None and metrics["parent"]["fresh"]["recall"] is not None
+    print(metrics["gate_reason"], metrics["candidate"], metrics["parent"])
+    assert metrics["candidate"]["gate"]["recall"] is not None and metrics["parent"]["gate"]["recall"] is not None
+    assert metrics["gate"] == "failed" and metrics["gate_reason"].startswith("failed:")
     assert rollback(get_engine()) == 1

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from freshrec.db import get_engine
-from freshrec.registry.update import UPDATE_LOCK, run_update
+from freshrec.updater import UPDATE_LOCK, run_update
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.training.watermark import ZERO_XID, take_cut
 

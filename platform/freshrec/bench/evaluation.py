@@ -17,7 +17,7 @@ import torch
 from freshrec.ingest.online_retail import day_start
 from freshrec.training.dataset import catalog
 from freshrec.training.evaluate import ranked_metrics, recall_ndcg
-from freshrec.training.train import Encoder
+from freshrec.training.encoder import Encoder
 
 _PROFILES_BEFORE = """
 SELECT DISTINCT ON (user_id) user_id, profile_text FROM user_profiles

@@ -33,7 +33,7 @@ from freshrec.db import database_url, get_engine, upgrade
 from freshrec.features import apply, materialize, open_store
 from freshrec.ingest import write_batch
 from freshrec.registry.artifacts import load_chain
-from freshrec.registry.update import run_update
+from freshrec.updater import run_update
 from freshrec.registry.versions import chain
 from freshrec.training import dataset
 from freshrec.training.args import GateArguments, TrainingArguments

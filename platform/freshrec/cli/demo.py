@@ -47,7 +47,7 @@ def _load(settings, until: date) -> int:
 
 
 def _update(settings, base_model: str | None, strategy: str, device: str):
-    from freshrec.registry.update import run_update
+    from freshrec.updater import run_update
     from freshrec.training.args import GateArguments, TrainingArguments
 
     outcome = run_update(TrainingArguments(strategy=strategy, device=device), GateArguments(), base_model=base_model,

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from freshrec.cli._common import migrated_engine, user_errors
 from freshrec.config import get_settings
+from freshrec.ingest.aggregates import catch_up
 from freshrec.ingest import (
     BUNDLED_ONLINE_RETAIL,
     Batch,
@@ -30,7 +31,8 @@ def write(batch: Batch, source: str) -> LoadSummary:
     with tqdm(total=len(batch.interactions), unit="rows", desc="writing", disable=None) as bar:
         with engine.begin() as conn:
             summary = write_batch(conn, batch, source, get_settings().feast.profile_length, bar.update)
-    for key, value in asdict(summary).items():
+    lines = {**asdict(summary), "item_stat_rows": catch_up(engine)}  # the daily aggregates, after the commit
+    for key, value in lines.items():
         typer.echo(f"{key:>24}: {value:,}")
     return summary
 

@@ -37,7 +37,7 @@ def update(
 
     Under `torchrun --nproc-per-node N -m freshrec update ...` the ranks train together (DDP) and rank 0 publishes.
     """
-    from freshrec.registry.update import run_update
+    from freshrec.updater import run_update
     from freshrec.training.args import GateArguments, TrainingArguments
 
     with user_errors():

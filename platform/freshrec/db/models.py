@@ -92,7 +92,54 @@ class UserProfile(Base):
     valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
     profile_text: Mapped[str] = mapped_column(sa.Text)
     n_events: Mapped[int] = mapped_column(sa.Integer)
+    # Distinct moments (baskets) so far: how active the user is, a ranker feature served by Feast.
+    n_baskets: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     ingested_at: Mapped[datetime] = _created()
+
+
+class ItemDailyStats(Base):
+    """Per item and day: trailing interaction counts and buyers, valid from the end of that day.
+
+    The Feast source of ``item_stats``. A row for day D is stamped D+1 00:00 UTC, so a
+    point-in-time read at t sees only events of days before t's day: strictly before t.
+    ``freshrec.ingest.aggregates`` rebuilds it from a day onward after each load.
+    """
+
+    __tablename__ = "item_daily_stats"
+    __table_args__ = (sa.Index("ix_item_daily_stats_valid_from", "valid_from"),)
+    item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)
+    valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
+    events_7d: Mapped[int] = mapped_column(sa.Integer)
+    events_28d: Mapped[int] = mapped_column(sa.Integer)
+    buyers: Mapped[int] = mapped_column(sa.Integer)  # distinct users who ever bought it
+    repeat_buyers: Mapped[int] = mapped_column(sa.Integer)  # ... in two or more baskets
+    refreshed_at: Mapped[datetime] = _created()
+
+
+class FeatureCursor(Base):
+    """How far a derived table has caught up with ``interactions``, as a transaction horizon."""
+
+    __tablename__ = "feature_cursors"
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    xid_horizon: Mapped[Any] = mapped_column(XID8)
+    updated_at: Mapped[datetime] = _created()
+
+
+class EncoderState(Base):
+    """The frozen encoder's pooled state of one text: computed once, shared by updater, bench and API.
+
+    Keyed by the encoder's weights digest (plus precision) and the text's sha256, so a ``head``
+    version, which keeps its parent's encoder, never encodes a text twice.
+    """
+
+    __tablename__ = "encoder_states"
+    __table_args__ = (sa.Index("ix_encoder_states_last_used_at", "last_used_at"),)
+    encoder: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    max_tokens: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True)
+    text_sha256: Mapped[bytes] = mapped_column(sa.LargeBinary, primary_key=True)
+    state: Mapped[bytes] = mapped_column(sa.LargeBinary)  # float32, little-endian
+    created_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[datetime] = _created()
 
 
 class ModelVersion(Base):

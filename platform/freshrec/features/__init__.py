@@ -3,10 +3,14 @@ from freshrec.features.environment import apply_environment, export_lines, feast
 from freshrec.features.store import (
     FEATURE_REFS,
     FEATURE_SERVICE,
+    ITEM_STATS,
+    USER_ACTIVITY,
     apply,
     historical_features,
     materialize,
+    online_item_stats,
     online_user_texts,
+    online_users,
     open_store,
     push_user_profiles,
 )
@@ -14,13 +18,17 @@ from freshrec.features.store import (
 __all__ = [
     "FEATURE_REFS",
     "FEATURE_SERVICE",
+    "ITEM_STATS",
+    "USER_ACTIVITY",
     "apply",
     "apply_environment",
     "export_lines",
     "feast_environment",
     "historical_features",
     "materialize",
+    "online_item_stats",
     "online_user_texts",
+    "online_users",
     "open_store",
     "push_user_profiles",
 ]

@@ -12,11 +12,15 @@ import sqlalchemy as sa
 from freshrec.config import Settings, get_settings
 from freshrec.db.engine import get_engine
 from freshrec.features.environment import apply_environment
+from freshrec.ingest.aggregates import catch_up
 
 FEATURE_SERVICE = "ranking_model"
 USER_TEXT = "user_text:user_text"
 ITEM_TEXT = "item_text:item_text"
-FEATURE_REFS = [USER_TEXT, ITEM_TEXT]
+USER_ACTIVITY = ["user_text:n_events", "user_text:n_baskets"]
+ITEM_STATS = ["item_stats:events_7d", "item_stats:events_28d", "item_stats:buyers", "item_stats:repeat_buyers"]
+# What a version reads from Feast: the towers' texts, and the ranker's per-user and per-item features.
+FEATURE_REFS = [USER_TEXT, ITEM_TEXT, *USER_ACTIVITY, *ITEM_STATS]
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -60,11 +64,14 @@ def materialize(store, end: datetime | None = None, engine=None) -> tuple[dateti
     """
     end = end or datetime.now(timezone.utc)
     last = _last_materialized_at(store)
-    with (engine or get_engine()).connect() as conn:
+    engine = engine or get_engine()
+    catch_up(engine)  # the daily item aggregates, for rows that came in since the last load or run
+    with engine.connect() as conn:
         start = conn.execute(
             sa.text(
                 "SELECT least((SELECT min(valid_from) FROM user_profiles WHERE ingested_at > :since),"
-                "             (SELECT min(valid_from) FROM items WHERE updated_at > :since))"
+                "             (SELECT min(valid_from) FROM items WHERE updated_at > :since),"
+                "             (SELECT min(valid_from) FROM item_daily_stats WHERE refreshed_at > :since))"
             ),
             {"since": last or EPOCH},
         ).scalar()
@@ -85,9 +92,24 @@ def historical_features(store, entity_sql: str) -> pd.DataFrame:
 
 def online_user_texts(store, user_ids: list[str]) -> dict[str, tuple[str | None, int]]:
     """Each user's newest profile text and its feature timestamp (epoch seconds), from the online store."""
-    rows = store.get_online_features(features=[USER_TEXT], entity_rows=[{"user_id": u} for u in user_ids]
+    rows = online_users(store, user_ids)
+    return {u: (r["user_text"], r["ts"]) for u, r in rows.items()}
+
+
+def online_users(store, user_ids: list[str]) -> dict[str, dict]:
+    """Each user's newest profile text, activity counts and feature timestamp, from the online store."""
+    rows = store.get_online_features(features=[USER_TEXT, *USER_ACTIVITY], entity_rows=[{"user_id": u} for u in user_ids]
                                      ).to_dict(include_event_timestamps=True)
-    return dict(zip(rows["user_id"], zip(rows["user_text"], rows["user_text__ts"])))
+    return {u: {"user_text": rows["user_text"][i], "ts": rows["user_text__ts"][i],
+                "n_events": rows["n_events"][i] or 0, "n_baskets": rows["n_baskets"][i] or 0}
+            for i, u in enumerate(rows["user_id"])}
+
+
+def online_item_stats(store, item_ids: list[str]) -> pd.DataFrame:
+    """The newest daily aggregates of these items, from the online store (zeros for unknown items)."""
+    rows = store.get_online_features(features=ITEM_STATS, entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
+    frame = pd.DataFrame({name.split(":")[1]: rows[name.split(":")[1]] for name in ITEM_STATS}, index=rows["item_id"])
+    return frame.fillna(0).astype("int64")
 
 
 def push_user_profiles(store, conn, user_ids: list[str]) -> int:
@@ -95,7 +117,7 @@ def push_user_profiles(store, conn, user_ids: list[str]) -> int:
     if not user_ids:
         return 0
     frame = pd.read_sql(
-        sa.text("SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, valid_from "
+        sa.text("SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, n_baskets, valid_from "
                 "FROM user_profiles WHERE user_id = ANY(:ids) ORDER BY user_id, valid_from DESC"),
         conn, params={"ids": list(user_ids)})
     store.write_to_online_store("user_text", frame)

@@ -13,18 +13,20 @@ from sqlalchemy.engine import Connection
 _REFRESH = """
 DELETE FROM user_profiles p USING _affected_users a WHERE p.user_id = a.user_id;
 
-INSERT INTO user_profiles (user_id, valid_from, profile_text, n_events)
+INSERT INTO user_profiles (user_id, valid_from, profile_text, n_events, n_baskets)
 SELECT user_id,
        event_time + interval '1 microsecond',
        array_to_string(ARRAY(SELECT t FROM unnest(recent) WITH ORDINALITY u(t, o) ORDER BY o DESC), '; '),
-       n_events
+       n_events,
+       n_baskets
 FROM (
-    SELECT DISTINCT ON (user_id, event_time) user_id, event_time, recent, n_events
+    SELECT DISTINCT ON (user_id, event_time) user_id, event_time, recent, n_events, n_baskets
     FROM (
         SELECT i.user_id, i.event_time, i.id,
                array_agg(CASE WHEN i.query IS NULL THEN it.title
                               ELSE 'searched ' || i.query || ': ' || it.title END) OVER recent_rows AS recent,
-               count(*) OVER (PARTITION BY i.user_id ORDER BY i.event_time, i.id) AS n_events
+               count(*) OVER (PARTITION BY i.user_id ORDER BY i.event_time, i.id) AS n_events,
+               dense_rank() OVER (PARTITION BY i.user_id ORDER BY i.event_time) AS n_baskets
         FROM interactions i
         JOIN _affected_users a ON a.user_id = i.user_id
         JOIN items it ON it.item_id = i.item_id

@@ -88,7 +88,12 @@ def _check_known_items(conn: Connection, source: str) -> None:
 def write_batch(
     conn: Connection, batch: Batch, source: str, profile_length: int = 20, progress: Progress | None = None
 ) -> LoadSummary:
-    """Write ``batch`` inside a savepoint of ``conn``'s transaction: all of it, or nothing."""
+    """Write ``batch`` inside a savepoint of ``conn``'s transaction: all of it, or nothing.
+
+    Users' profile histories are rebuilt in the same transaction. The daily item aggregates are
+    not: they span every item, so a rebuild per request would serialise concurrent writers.
+    ``aggregates.catch_up`` rebuilds them after the commit (the loaders, ``features materialize``).
+    """
     summary = LoadSummary(rows_read=batch.rows_read, rows_kept=batch.rows_kept)
     with conn.begin_nested():
         interactions = batch.interactions.reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Model versions: artifacts on storage, rows in SQL, and the updater that makes them.
+"""Model versions: artifacts on storage, rows in SQL, the current pointer.
 
 Names are imported on first use: ``freshrec versions`` or ``promote`` need SQL only, not torch.
 """

@@ -1,8 +1,12 @@
-"""A version's artifact directory: safetensors weights, tokenizer, manifest.json, metrics.json.
+"""A version's artifact directory: weights (safetensors), tokenizer, ranker, manifest.json, metrics.json.
 
 Each version stores what it changed: its towers' heads always; its encoder in full (strategy
-``full``), as a LoRA delta (``lora``) or not at all (``head``, which inherits the parent's encoder).
-Loading resolves the parent chain. Files go through fsspec, so the root may be an S3 URI.
+``full``), as a LoRA delta (``lora``) or not at all (``head``, which inherits the parent's encoder);
+and its ranker (``ranker.safetensors``, with ``ranker.json`` naming its features and candidate
+counts; the manifest records both files' sha256). Loading resolves the parent chain, reads every
+file once, checks those very bytes against the recorded sha256, and loads from them: nothing is
+read twice, so nothing can change between the check and the load. Files go through fsspec, so the
+root may be an S3 URI.
 """
 from __future__ import annotations
 
@@ -15,17 +19,25 @@ from pathlib import Path
 
 import fsspec
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
+from freshrec.ranking.candidates import FEATURES, CandidateConfig
 from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
 from freshrec.training.modeling import TwoTower
+from freshrec.training.ranker import Ranker
 
 WEIGHTS = "model.safetensors"
-FILES = ("manifest.json", "metrics.json", WEIGHTS)
+RANKER_WEIGHTS = "ranker.safetensors"
+RANKER_SPEC = "ranker.json"
 
 
 class TamperedArtifact(RuntimeError):
     """The bytes on storage do not match the sha256 recorded at publish time."""
+
+
+class IncompatibleArtifact(RuntimeError):
+    """The weights do not fit the model they are loaded into (a missing or unexpected tensor)."""
 
 
 @dataclass
@@ -33,53 +45,78 @@ class LoadedVersion:
     model: TwoTower
     tokenizer: object
     manifest: dict
-
-
-def load_chain(lineage: list[dict], dim: int) -> LoadedVersion:
-    """A version from its ``chain()`` rows, oldest first (each artifact checked against its sha256)."""
-    return load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
+    ranker: Ranker | None = None  # None for versions made before freshrec had a ranker
+    candidates: CandidateConfig | None = None
 
 
 def new_uri(root: str) -> str:
     return f"{root.rstrip('/')}/{uuid.uuid4().hex}"
 
 
-def digest(uri: str) -> str:
-    """sha256 over every file's relative name and bytes, in name order."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_all(uri: str) -> dict[str, bytes]:
+    """Every file of the directory, by name relative to it."""
     fs, path = fsspec.core.url_to_fs(uri)
-    h = hashlib.sha256()
+    files = {}
     for name in sorted(fs.find(path)):
-        h.update(name[len(path) :].encode())
         with fs.open(name, "rb") as f:
-            h.update(f.read())
+            files[name[len(path) :].lstrip("/")] = f.read()
+    return files
+
+
+def _digest(files: dict[str, bytes]) -> str:
+    """sha256 over every file's relative name and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(f"/{name}".encode())
+        h.update(files[name])
     return h.hexdigest()
 
 
-def write(uri: str, model: TwoTower, tokenizer, manifest: dict, metrics: dict, encoder_state: dict) -> str:
+def digest(uri: str) -> str:
+    return _digest(_read_all(uri))
+
+
+def _ranker_files(ranker: Ranker, candidates: CandidateConfig) -> dict[str, bytes]:
+    spec = {"features": list(FEATURES), "hidden": ranker.net[0].out_features, "candidates": candidates.__dict__}
+    return {RANKER_WEIGHTS: save_safetensors({k: v.detach().cpu().contiguous() for k, v in ranker.state_dict().items()}),
+            RANKER_SPEC: json.dumps(spec, indent=2).encode()}
+
+
+def write(uri: str, model: TwoTower, tokenizer, manifest: dict, metrics: dict, encoder_state: dict,
+          ranker: Ranker | None = None, candidates: CandidateConfig | None = None) -> str:
     """Write the directory and return its sha256."""
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(path, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head_state().items()}
     tensors.update({f"encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder_state.items()})
+    files = {WEIGHTS: save_safetensors(tensors), "metrics.json": json.dumps(metrics, indent=2).encode()}
+    if ranker is not None:
+        ranker_files = _ranker_files(ranker, candidates or CandidateConfig())
+        files.update(ranker_files)
+        manifest = {**manifest, "ranker": {"files": {n: _sha256(b) for n, b in ranker_files.items()},
+                                           "features": list(FEATURES)}}
+    files["manifest.json"] = json.dumps(manifest, indent=2, default=str).encode()
     with tempfile.TemporaryDirectory() as tmp:
-        save_file(tensors, f"{tmp}/{WEIGHTS}")
+        for name, data in files.items():
+            Path(tmp, name).write_bytes(data)
         tokenizer.save_pretrained(f"{tmp}/tokenizer")
-        Path(f"{tmp}/manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        Path(f"{tmp}/metrics.json").write_text(json.dumps(metrics, indent=2))
         fs.put(f"{tmp}/", path, recursive=True)
     return digest(uri)
 
 
-def _read_json(uri: str, name: str) -> dict:
-    with fsspec.open(f"{uri}/{name}", "r") as f:
-        return json.load(f)
+def _verified(uri: str, sha: str) -> dict[str, bytes]:
+    files = _read_all(uri)
+    if _digest(files) != sha:
+        raise TamperedArtifact(f"{uri}: sha256 does not match the recorded {sha[:12]}…")
+    return files
 
 
-def _weights(uri: str) -> dict[str, torch.Tensor]:
-    with tempfile.TemporaryDirectory() as tmp:
-        fs, path = fsspec.core.url_to_fs(uri)
-        fs.get(f"{path}/{WEIGHTS}", f"{tmp}/{WEIGHTS}")
-        return load_file(f"{tmp}/{WEIGHTS}")
+def _section(files: dict[str, bytes], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in load_safetensors(files[WEIGHTS]).items() if k.startswith(prefix)}
 
 
 def _apply_lora(encoder, delta: dict[str, torch.Tensor], config: dict):
@@ -90,36 +127,57 @@ def _apply_lora(encoder, delta: dict[str, torch.Tensor], config: dict):
     return peft_model.merge_and_unload()
 
 
-def load_encoder_chain(chain: list[tuple[str, str]]):
-    """Rebuild an encoder from (uri, sha256) pairs, oldest first, verifying each."""
-    encoder = None
-    for uri, sha in chain:
-        if digest(uri) != sha:
-            raise TamperedArtifact(f"{uri}: sha256 does not match the recorded {sha[:12]}…")
-        manifest = _read_json(uri, "manifest.json")
-        kind = manifest["encoder"]["kind"]
-        if encoder is None:
-            encoder = load_encoder(resolve(manifest["base_model"]))
-        if kind == "full":
-            encoder.load_state_dict({k[8:]: v for k, v in _weights(uri).items() if k.startswith("encoder.")})
-        elif kind == "lora":
-            delta = {k[8:]: v for k, v in _weights(uri).items() if k.startswith("encoder.")}
-            encoder = _apply_lora(encoder, delta, manifest["encoder"]["lora_config"])
-    return encoder
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, allow_missing: str = "") -> None:
+    """Load every tensor, and fail on a missing or unexpected one: never serve random weights silently."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (allow_missing and k.startswith(allow_missing))]
+    if missing or unexpected:
+        raise IncompatibleArtifact(f"{what}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def _load_ranker(files: dict[str, bytes], manifest: dict) -> tuple[Ranker | None, CandidateConfig | None]:
+    recorded = manifest.get("ranker")
+    if recorded is None:
+        return None, None
+    for name, sha in recorded["files"].items():
+        if _sha256(files[name]) != sha:
+            raise TamperedArtifact(f"{name}: sha256 does not match the manifest's {sha[:12]}…")
+    spec = json.loads(files[RANKER_SPEC])
+    if spec["features"] != list(FEATURES):
+        raise IncompatibleArtifact(f"the ranker was trained on features {spec['features']}, this code computes {list(FEATURES)}")
+    ranker = Ranker(len(spec["features"]), spec["hidden"])
+    _load_strict(ranker, load_safetensors(files[RANKER_WEIGHTS]), "ranker")
+    return ranker.eval(), CandidateConfig(**spec["candidates"])
 
 
 def load_version(chain: list[tuple[str, str]], dim: int) -> LoadedVersion:
-    """The newest version of ``chain`` with its towers, tokenizer and manifest."""
-    uri, _ = chain[-1]
-    encoder = load_encoder_chain(chain)
+    """The newest version of ``chain`` (oldest first: (uri, sha256) pairs), every artifact verified."""
+    encoder, files, manifest = None, {}, {}
+    for uri, sha in chain:
+        files = _verified(uri, sha)
+        manifest = json.loads(files["manifest.json"])
+        if encoder is None:
+            encoder = load_encoder(resolve(manifest["base_model"]))
+        kind = manifest["encoder"]["kind"]
+        if kind == "full":
+            _load_strict(encoder, _section(files, "encoder."), f"{uri} encoder", allow_missing="pooler.")
+        elif kind == "lora":
+            encoder = _apply_lora(encoder, _section(files, "encoder."), manifest["encoder"]["lora_config"])
     model = TwoTower(encoder, dim)
-    heads = {k[5:]: v for k, v in _weights(uri).items() if k.startswith("head.")}
-    model.load_state_dict(heads, strict=False)
+    _load_strict(model, _section(files, "head."), f"{chain[-1][0]} heads", allow_missing="encoder.")
     with tempfile.TemporaryDirectory() as tmp:
-        fs, path = fsspec.core.url_to_fs(uri)
-        fs.get(f"{path}/tokenizer/", f"{tmp}/tokenizer/", recursive=True)
+        for name, data in files.items():
+            if name.startswith("tokenizer/"):
+                Path(tmp, name).parent.mkdir(parents=True, exist_ok=True)
+                Path(tmp, name).write_bytes(data)
         tokenizer = load_tokenizer(Path(f"{tmp}/tokenizer"))
-    return LoadedVersion(model, tokenizer, _read_json(uri, "manifest.json"))
+    ranker, candidates = _load_ranker(files, manifest)
+    return LoadedVersion(model, tokenizer, manifest, ranker, candidates)
+
+
+def load_chain(lineage: list[dict], dim: int) -> LoadedVersion:
+    """A version from its ``chain()`` rows, oldest first (each artifact checked against its sha256)."""
+    return load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
 
 
 def sweep_orphans(root: str, referenced: set[str]) -> list[str]:

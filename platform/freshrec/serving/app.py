@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI):
         from freshrec.features import open_store
 
-        state.store = open_store(settings)
+        state.store = holder.store = open_store(settings)
         holder.sync()
         watcher = PointerWatcher(holder, database_url(settings), settings.serving.poll_seconds) if watch else None
         if watcher:

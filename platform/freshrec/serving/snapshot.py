@@ -1,12 +1,18 @@
-"""One loaded version: its towers and its item index, always used together.
+"""One loaded version: its towers, item index, ranker and co-purchase counts, always used together.
 
-A ``Snapshot`` is immutable once built. The API reads ``holder.current`` once per request and uses
-that snapshot to the end, so a swap (one reference assignment) can never pair one version's user
-tower with another version's item index.
+A ``Snapshot`` is immutable once built (its caches aside). The API reads ``holder.current`` once per
+request and uses that snapshot to the end, so a swap (one reference assignment) can never pair one
+version's user tower with another version's item index or ranker.
+
+Recommendations run the pipeline (``freshrec.ranking``): candidates from the user's own rows (read
+per request, so a purchase a second ago counts), the towers, co-purchase and popularity; the
+ranker's features, with per-user and per-item features from Feast's online store; the ranker. The
+benchmark scores a version through this same object, so it measures what the API serves.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,11 +23,17 @@ import torch
 from sqlalchemy.engine import Engine
 
 from freshrec.db.vectors import from_literal
+from freshrec.ranking import inputs
+from freshrec.ranking.candidates import CandidateConfig, DayState
+from freshrec.ranking.copurchase import CoPurchase
+from freshrec.ranking.model import RankingModel
+from freshrec.ranking.pipeline import Queries, TowerIndex, rank
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain
-from freshrec.training.train import Encoder
+from freshrec.training.encoder import Encoder
+from freshrec.training.state_cache import StateCache, encoder_digest
 
-POPULAR_WINDOW_DAYS = 28
+STATS_TTL_SECONDS = 60.0  # item aggregates are daily: re-read Feast's online store at most once a minute
 
 
 @dataclass(frozen=True)
@@ -29,53 +41,77 @@ class Hit:
     item_id: str
     title: str
     score: float
+    sources: tuple[str, ...] = ()
 
 
 @dataclass
 class Snapshot:
-    version: int
-    created_at: datetime
+    version: int | None  # None: an unpublished model (the benchmark's full-retrain arm)
+    created_at: datetime | None
     sha256: str
-    encoder: Encoder
-    max_user_tokens: int
-    item_ids: np.ndarray
+    ranking: RankingModel
+    copurchase: CoPurchase  # over the rows the version's lineage consumed
+    item_ids: np.ndarray  # the index's order: item row i is item_ids[i]
     titles: list[str]
-    item_vecs: np.ndarray  # unit rows, from pgvector: exactly what this version published
-    popular: np.ndarray  # item rows by purchase lines in the 28 days before the version's newest row
+    store: object  # Feast, for the online per-item aggregates
     row_of: dict[str, int] = field(init=False)
     # (user_id, feature timestamp) -> user vector; the version is implied: one cache per snapshot.
     _user_cache: OrderedDict = field(init=False, default_factory=OrderedDict)
-    _cache_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _day: tuple[float, DayState] | None = field(init=False, default=None)
     cache_size: int = 50_000
 
     def __post_init__(self) -> None:
         self.row_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
 
+    @property
+    def item_vecs(self) -> np.ndarray:
+        return self.ranking.index.item_vecs
+
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Users' profiles and search queries, through the user tower."""
-        return self.encoder.users(texts, self.max_user_tokens)
+        """Search queries through the user tower (not cached: queries are open-ended)."""
+        encoder = self.ranking.encoder
+        return Encoder(encoder.model, encoder.tokenizer, encoder.device).users(texts, self.ranking.max_user_tokens)
 
     def user_vector(self, user_id: str, text: str, feature_ts: int) -> np.ndarray:
+        """A profile's user-tower vector: this process's LRU, then the shared encoder-state cache."""
         key = (user_id, feature_ts)
-        with self._cache_lock:
+        with self._lock:
             if key in self._user_cache:
                 self._user_cache.move_to_end(key)
                 return self._user_cache[key]
-        vec = self.embed([text])[0]
-        with self._cache_lock:
+        vec = self.ranking.encoder.users([text], self.ranking.max_user_tokens)[0]
+        with self._lock:
             self._user_cache[key] = vec
             while len(self._user_cache) > self.cache_size:
                 self._user_cache.popitem(last=False)
         return vec
 
+    def day_state(self) -> DayState:
+        """Co-purchase of this version and the newest item aggregates from Feast's online store."""
+        now = time.monotonic()
+        cached = self._day
+        if cached is None or now - cached[0] > STATS_TTL_SECONDS:
+            stats = inputs.online_stats_array(self.store, self.item_ids)
+            cached = (now, DayState(self.copurchase, stats))
+            self._day = cached
+        return cached[1]
+
+    def hits(self, rows: np.ndarray, scores: np.ndarray, sources=None) -> list[Hit]:
+        return [Hit(str(self.item_ids[r]), self.titles[r], float(s), tuple(sources[n]) if sources else ())
+                for n, (r, s) in enumerate(zip(rows, scores))]
+
+    def popular_hits(self, k: int) -> list[Hit]:
+        rows = self.day_state().popular[:k]
+        return self.hits(rows, np.zeros(len(rows)), [("popular",)] * len(rows))
+
     def score(self, cosine: np.ndarray) -> np.ndarray:
-        """The model's own score: sigmoid(scale * cos + bias)."""
-        model = self.encoder.model
-        logits = cosine * float(model.log_scale.detach().exp()) + float(model.bias.detach())
-        return 1.0 / (1.0 + np.exp(-logits))
+        """The towers' own score: sigmoid(scale * cos + bias)."""
+        index = self.ranking.index
+        return 1.0 / (1.0 + np.exp(-(cosine * index.scale + index.bias)))
 
     def top_k(self, query: np.ndarray, k: int, exclude: int | None = None) -> list[Hit]:
-        """Exact inner-product search over the version's item matrix (see the README's retrieval bench)."""
+        """Exact inner-product search over the version's item matrix (search and similar items)."""
         cosine = self.item_vecs @ query
         if exclude is not None:
             cosine[exclude] = -np.inf
@@ -84,41 +120,64 @@ class Snapshot:
         top = top[np.argsort(-cosine[top])][:k]
         return self.hits(top, self.score(cosine[top]))
 
-    def hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        return [Hit(str(self.item_ids[r]), self.titles[r], float(s)) for r, s in zip(rows, scores)]
+    def recommend(self, conn, users: dict[str, dict], k: int, clock: datetime | None = None) -> dict[str, list[Hit] | None]:
+        """Ranked items per user (None: no history, the caller serves popular items).
 
-    def popular_hits(self, k: int) -> list[Hit]:
-        rows = self.popular[:k]
-        return self.hits(rows, np.zeros(len(rows)))
+        ``users`` maps a user id to Feast's online row: user_text, ts, n_events, n_baskets.
+        """
+        known = [u for u, f in users.items() if f.get("user_text")]
+        out: dict[str, list[Hit] | None] = {u: None for u in users}
+        if not known:
+            return out
+        clock = clock or inputs.serving_clock(conn)
+        log = inputs.users_log(conn, known, clock, self.item_ids)
+        t = clock.timestamp()
+        queries = Queries(log.user_rows(known), np.full(len(known), t),
+                          np.array([[users[u]["n_events"], users[u]["n_baskets"]] for u in known], np.float32),
+                          np.stack([self.user_vector(u, users[u]["user_text"], users[u]["ts"]) for u in known]))
+        day = self.day_state()
+        cands, scores, tops = rank(log, queries, self.ranking.index, self.ranking.ranker, self.ranking.config,
+                                   lambda _: day, k)
+        for q, user in enumerate(known):
+            picks = tops[q]
+            out[user] = self.hits(cands.item[picks], scores[picks], [cands.source_names(p) for p in picks])
+        return out
 
 
 _ITEMS_SQL = """
 SELECT e.item_id, i.title, e.embedding::text AS embedding
 FROM item_embeddings e JOIN items i USING (item_id) WHERE e.version = :v ORDER BY e.item_id"""
-_POPULAR_SQL = """
-WITH newest AS (SELECT max(w.event_time_max) AS t FROM version_ancestry a JOIN watermarks w ON w.version = a.ancestor
-                WHERE a.version = :v)
-SELECT item_id FROM interactions, newest
-WHERE event_time > newest.t - make_interval(days => :days) AND event_time <= newest.t
-GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT 1000"""
 
 
-def load_snapshot(engine: Engine, version: int, dim: int = 128) -> Snapshot:
+def _consumed_copurchase(engine: Engine, xid_to: str, item_ids: np.ndarray) -> CoPurchase:
+    from freshrec.ranking.copurchase import from_log
+
+    return from_log(inputs.consumed_log(engine, xid_to, item_ids))
+
+
+def load_snapshot(engine: Engine, version: int, store, dim: int = 128) -> Snapshot:
     """Load a version: verify every artifact in its chain (TamperedArtifact if one differs), then its index."""
     with engine.connect() as conn:
         lineage = chain(conn, version)
         created_at = conn.execute(sa.text("SELECT created_at FROM model_versions WHERE version = :v"), {"v": version}).scalar()
         items = conn.execute(sa.text(_ITEMS_SQL), {"v": version}).all()
-        popular_ids = [r[0] for r in conn.execute(sa.text(_POPULAR_SQL), {"v": version, "days": POPULAR_WINDOW_DAYS})]
     loaded = artifacts.load_chain(lineage, dim)
-    loaded.model.eval()
     item_ids = np.array([r.item_id for r in items], dtype=object)
-    vecs = np.array([from_literal(r.embedding) for r in items], dtype=np.float32)
-    row_of = {item_id: i for i, item_id in enumerate(item_ids)}
-    popular = np.array([row_of[i] for i in popular_ids if i in row_of], dtype=int)
-    return Snapshot(
-        version=version, created_at=created_at, sha256=lineage[-1]["artifact_sha256"],
-        encoder=Encoder(loaded.model, loaded.tokenizer, torch.device("cpu")),
-        max_user_tokens=int(lineage[-1]["params"].get("max_user_tokens", 128)),
-        item_ids=item_ids, titles=[r.title for r in items], item_vecs=vecs, popular=popular,
-    )
+    vecs = np.array([from_literal(r.embedding) for r in items], dtype=np.float32)  # exactly what was published
+    params = lineage[-1]["params"]
+    return assemble(engine, store, loaded, item_ids, [r.title for r in items], vecs, lineage[-1]["xid_to"],
+                    version=version, created_at=created_at, sha256=lineage[-1]["artifact_sha256"],
+                    max_user_tokens=int(params.get("max_user_tokens", 128)))
+
+
+def assemble(engine: Engine, store, loaded: artifacts.LoadedVersion, item_ids: np.ndarray, titles: list[str],
+             item_vecs: np.ndarray, xid_to: str, version: int | None = None, created_at=None, sha256: str = "",
+             max_user_tokens: int = 128) -> Snapshot:
+    """A snapshot from loaded parts (the benchmark builds unpublished ones the same way)."""
+    model = loaded.model.eval()
+    device = torch.device("cpu")
+    encoder = Encoder(model, loaded.tokenizer, device, cache=StateCache(engine, encoder_digest(model.encoder, device)))
+    index = TowerIndex(item_vecs, float(model.log_scale.detach().exp()), float(model.bias.detach()))
+    ranking = RankingModel(encoder, index, loaded.ranker, loaded.candidates or CandidateConfig(), max_user_tokens)
+    return Snapshot(version, created_at, sha256, ranking, _consumed_copurchase(engine, xid_to, item_ids), item_ids,
+                    titles, store)

@@ -25,6 +25,7 @@ class SnapshotHolder:
 
     def __init__(self, engine: Engine, on_swap=None, on_failure=None):
         self.engine = engine
+        self.store = None  # Feast, set once opened: snapshots read the online item aggregates through it
         self.current: Snapshot | None = None
         self.refused: dict[int, str] = {}  # version -> why it was not loaded
         self._on_swap, self._on_failure = on_swap or (lambda s: None), on_failure or (lambda v, e: None)
@@ -44,7 +45,7 @@ class SnapshotHolder:
             if target is None or target == serving or target in self.refused:
                 return False
             try:
-                snapshot = load_snapshot(self.engine, target)
+                snapshot = load_snapshot(self.engine, target, self.store)
             except Exception as err:  # noqa: BLE001 - any failure must leave the old version serving
                 self.refused[target] = f"{type(err).__name__}: {err}"
                 log.error("version %s refused, version %s keeps serving: %s", target, serving, err)

@@ -17,7 +17,7 @@ class TrainingArguments:
     # 1.0: as many older rows as new ones. At 0.2 a week's update on the bundled data forgot enough
     # of the older weeks for the gate to reject it (guard Recall@20 0.088 -> 0.061).
     replay_fraction: float = field(default=1.0, metadata={"help": "older rows replayed, as a fraction of new rows"})
-    holdout_fraction: float = field(default=0.1, metadata={"help": "newest share of new rows held out for validation and the gate"})
+    holdout_fraction: float = field(default=0.2, metadata={"help": "newest share of new rows held out: half chooses the epoch, half decides the gate"})
     patience: int = field(default=1, metadata={"help": "epochs without validation improvement before stopping"})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank (strategy lora)"})
     embedding_dim: int = field(default=128, metadata={"help": "tower output size (fixed by the item_embeddings schema)"})
@@ -50,6 +50,12 @@ class TrainingArguments:
 @dataclass
 class GateArguments:
     k: int = field(default=20, metadata={"help": "cut-off of Recall@K and NDCG@K"})
-    tolerance: float = field(default=0.02, metadata={"help": "a candidate may trail its parent by this much (absolute)"})
+    tolerance: float = field(default=0.1, metadata={"help": "a candidate may trail its parent by this fraction of the parent's score"})
     max_eval_baskets: int = field(default=400, metadata={"help": "baskets scored per slice"})
     enabled: bool = field(default=True, metadata={"help": "False (--no-gate) promotes without comparing"})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tolerance < 1:
+            raise ValueError(f"invalid gate argument tolerance={self.tolerance!r}: a fraction in [0, 1)")
+        if self.k < 1 or self.max_eval_baskets < 1:
+            raise ValueError("invalid gate argument: k and max_eval_baskets must be positive")

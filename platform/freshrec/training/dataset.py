@@ -48,11 +48,26 @@ def _examples(rows: pd.DataFrame, items: pd.DataFrame, args: TrainingArguments, 
     return Examples(user_text, item_text, label, group)
 
 
+def split_by_basket(rows: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The oldest rows and the newest ``fraction`` of them, never cutting a basket (user, moment) in two."""
+    if len(rows) < 2:
+        return rows, rows.iloc[:0]
+    rows = rows.sort_values(["event_timestamp", "user_id", "interaction_id"])
+    basket = rows["user_id"].astype(str) + "\x00" + rows["event_timestamp"].astype(str)
+    first_row = ~basket.duplicated().to_numpy()
+    target = len(rows) - max(1, int(round(len(rows) * fraction)))
+    starts = np.flatnonzero(first_row)
+    cut = starts[np.argmin(np.abs(starts - target))] if len(starts) > 1 else len(rows)
+    return rows.iloc[:cut], rows.iloc[cut:]
+
+
 def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingData:
     rng = np.random.default_rng(args.seed)
-    new = historical_features(store, cut.entity_sql()).sort_values(["event_timestamp", "interaction_id"])
-    n_holdout = max(1, int(round(len(new) * args.holdout_fraction))) if len(new) > 1 else 0
-    train_new, fresh = new.iloc[: len(new) - n_holdout], new.iloc[len(new) - n_holdout :]
+    new = historical_features(store, cut.entity_sql())
+    # The newest rows are held out, in two disjoint halves: the older half chooses the epoch
+    # (early stopping of towers and ranker), the newest half decides the gate.
+    train_new, held = split_by_basket(new, args.holdout_fraction)
+    valid, gate = split_by_basket(held, 0.5)
 
     # The first version has no older rows (and Feast refuses an empty entity query).
     n_replay = int(len(new) * args.replay_fraction) if cut.xid_from != ZERO_XID else 0
@@ -65,9 +80,11 @@ def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingD
     train_rows = _with_history(pd.concat([train_new, replay]))
     return TrainingData(
         train=_examples(train_rows, items, args, rng),
-        valid=_examples(_with_history(fresh), items, args, rng),
-        fresh_slice=_with_history(fresh),
-        guard_slice=_with_history(guard),
+        valid=_examples(_with_history(valid), items, args, rng),
+        train_rows=train_rows,
+        valid_rows=_with_history(valid),
+        gate_rows=_with_history(gate),
+        guard_rows=_with_history(guard),
         catalog=items[["item_id", "item_text"]],
         rows_new=len(new),
         rows_replay=len(replay),

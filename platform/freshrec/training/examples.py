@@ -42,10 +42,15 @@ class Examples:
 
 @dataclass
 class TrainingData:
+    """The towers' examples, and the rows behind them (user_id, item_id, event_timestamp, Feast's
+    point-in-time user_text, n_events, n_baskets), which the ranker turns into basket queries."""
+
     train: Examples
     valid: Examples
-    fresh_slice: pd.DataFrame  # held-out newest rows: user_id, user_text, item_id, event_timestamp
-    guard_slice: pd.DataFrame  # older rows, not trained on: the forgetting check
+    train_rows: pd.DataFrame  # new rows (minus the held-out newest) and the replayed older rows
+    valid_rows: pd.DataFrame  # held-out new rows that choose the epoch
+    gate_rows: pd.DataFrame  # the newest held-out rows: the gate's evidence, never trained or tuned on
+    guard_rows: pd.DataFrame  # older rows, not replayed: the forgetting check
     catalog: pd.DataFrame  # item_id, item_text: every item the index holds
     rows_new: int
     rows_replay: int

@@ -10,13 +10,10 @@ import torch
 from freshrec.faults import crash_point
 from freshrec.training.args import TrainingArguments
 from freshrec.training.distributed import World
+from freshrec.training.encoder import Encoder, autocast
+from freshrec.training.state_cache import StateCache
 from freshrec.training.examples import Examples, TrainingData
 from freshrec.training.modeling import TwoTower, bce_loss, l2_to_reference
-
-
-def autocast(device: torch.device):
-    # bf16 on GPUs; full precision on CPUs, where bf16 matmuls are slower than fp32 here.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @dataclass
@@ -26,43 +23,13 @@ class TrainResult:
     prepare_seconds: float = 0.0  # the head strategy's one pass of the frozen encoder over every text
     seconds: float = 0.0  # the optimisation loop, validation included
     valid_losses: list[float] = field(default_factory=list)
+    encoder_cache: dict = field(default_factory=dict)  # the head strategy's hits and encodes
 
     @property
     def rows_per_second(self) -> float:
         """End to end: the head strategy's encoder pass counts against it."""
         total = self.prepare_seconds + self.seconds
         return self.rows_seen / total if total else 0.0
-
-
-class Encoder:
-    """Texts to pooled encoder states, batched; the one place that tokenizes."""
-
-    def __init__(self, model: TwoTower, tokenizer, device: torch.device, batch_size: int = 128):
-        self.model, self.tokenizer, self.device, self.batch_size = model, tokenizer, device, batch_size
-
-    def tokens(self, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
-        return {"input_ids": tok["input_ids"].to(self.device), "attention_mask": tok["attention_mask"].to(self.device)}
-
-    def pooled(self, texts: list[str], max_tokens: int) -> torch.Tensor:
-        tok = self.tokens(texts, max_tokens)
-        with autocast(self.device):
-            return self.model.pooled(tok["input_ids"], tok["attention_mask"]).float()
-
-    @torch.no_grad()
-    def pooled_all(self, texts: list[str], max_tokens: int) -> torch.Tensor:
-        parts = [self.pooled(texts[i : i + self.batch_size], max_tokens) for i in range(0, len(texts), self.batch_size)]
-        return torch.cat(parts) if parts else torch.zeros(0, self.model.encoder.config.hidden_size, device=self.device)
-
-    @torch.no_grad()
-    def users(self, texts: list[str], max_tokens: int) -> np.ndarray:
-        self.model.eval()
-        return self.model.project_users(self.pooled_all(texts, max_tokens)).cpu().numpy()
-
-    @torch.no_grad()
-    def items(self, texts: list[str], max_tokens: int) -> np.ndarray:
-        self.model.eval()
-        return self.model.project_items(self.pooled_all(texts, max_tokens)).cpu().numpy()
 
 
 def _batches(groups: list[np.ndarray], size: int, rng: np.random.Generator, world: World):
@@ -147,16 +114,19 @@ def _trainable(name: str, strategy: str) -> bool:
 
 
 def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArguments, device: torch.device,
-              world: World = World()) -> TrainResult:
+              world: World = World(), from_parent: bool = True, cache: StateCache | None = None) -> TrainResult:
     """AdamW on BCE + lambda * ||theta - theta_parent||^2, early-stopped on the held-out newest rows.
 
-    Under torchrun each rank trains its shard of every batch and DDP averages the gradients;
-    ``rows_seen`` counts all ranks' rows.
+    The L2 pull applies only when ``model`` holds a trained parent: toward freshly initialised
+    projections it would only hold a model back (``from_parent=False``: a first version, a full
+    retrain). Under torchrun each rank trains its shard of every batch and DDP averages the
+    gradients; ``rows_seen`` counts all ranks' rows. ``cache`` serves the head strategy's
+    frozen-encoder states.
     """
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)  # the same permutation on every rank
     model.to(device)
-    enc = Encoder(model, tokenizer, device)
+    enc = Encoder(model, tokenizer, device, cache=cache if args.strategy == "head" else None)
     for name, p in model.encoder.named_parameters():
         p.requires_grad = _trainable(name, args.strategy)
     reference = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -176,7 +146,7 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
         for idx in _batches(train_groups, args.batch_size, rng, world):
             labels = torch.from_numpy(data.train.label[idx]).to(device)
             loss = bce_loss(step.logits(data.train, idx), labels)
-            if args.l2_to_parent:
+            if args.l2_to_parent and from_parent:
                 loss = loss + args.l2_to_parent * l2_to_reference(model, reference)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,5 +173,6 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     result.seconds = time.perf_counter() - started
+    result.encoder_cache = enc.stats.as_dict()
     return result
 

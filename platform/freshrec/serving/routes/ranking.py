@@ -5,20 +5,24 @@ from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from freshrec.config import Settings
-from freshrec.features import online_user_texts
+from freshrec.features import online_users
+from freshrec.ranking.candidates import SOURCES
 from freshrec.serving.deps import NO_NUL, ApiState, api_state, reads_guard, snapshot
 from freshrec.serving.snapshot import Snapshot
 
 QUERY_WEIGHT = 0.7  # personalised search: 70% the query, 30% the user's profile
+Source = Literal[SOURCES]  # type: ignore[valid-type]
 
 
 class ItemOut(BaseModel):
     item_id: str
     title: str
     score: float
+    sources: list[Source] = Field(default_factory=list,
+                                  description="the candidate sources that proposed it (recommendations only)")
 
 
 class Ranked(BaseModel):
@@ -29,12 +33,13 @@ class Ranked(BaseModel):
 
 def _user(state: ApiState, snap: Snapshot, user_id: str) -> np.ndarray | None:
     """The user's tower output, from the Feast online profile; None for a user with no history."""
-    text, feature_ts = online_user_texts(state.store, [user_id])[user_id]
-    return snap.user_vector(user_id, text, feature_ts) if text else None
+    row = online_users(state.store, [user_id])[user_id]
+    return snap.user_vector(user_id, row["user_text"], row["ts"]) if row["user_text"] else None
 
 
 def _ranked(snap: Snapshot, strategy: str, hits) -> Ranked:
-    return Ranked(version=snap.version, strategy=strategy, items=[ItemOut(**h.__dict__) for h in hits])
+    return Ranked(version=snap.version, strategy=strategy,
+                  items=[ItemOut(item_id=h.item_id, title=h.title, score=h.score, sources=list(h.sources)) for h in hits])
 
 
 def router(settings: Settings) -> APIRouter:
@@ -45,12 +50,15 @@ def router(settings: Settings) -> APIRouter:
     @api.get("/users/{user_id}/recommendations", response_model=Ranked)
     def recommendations(user_id: str = Path(max_length=200, pattern=NO_NUL), k: int = K,
                         state: ApiState = Depends(api_state), snap: Snapshot = Depends(snapshot)) -> Ranked:
-        """Items for a user, from their profile text in the Feast online store. A user with no history gets
-        the popular items of the version's last 4 weeks (strategy `popular`), not an error."""
-        vec = _user(state, snap, user_id)
-        if vec is None:
+        """Items for a user: candidates from their own history, the text towers, co-purchase and popularity,
+        ordered by the version's ranker; each item names the sources that proposed it. Profile and
+        per-user and per-item features come from Feast's online store, the user's rows from PostgreSQL.
+        A user with no history gets the most popular items of the last 4 weeks (strategy `popular`)."""
+        with state.engine.connect() as conn:
+            ranked = snap.recommend(conn, online_users(state.store, [user_id]), k)[user_id]
+        if ranked is None:
             return _ranked(snap, "popular", snap.popular_hits(k))
-        return _ranked(snap, "personal", snap.top_k(vec, k))
+        return _ranked(snap, "personal", ranked)
 
     @api.get("/search", response_model=Ranked)
     def search(q: str = Query(min_length=1, max_length=limits.max_text_chars, pattern=NO_NUL,

@@ -1,0 +1,78 @@
+"""Interactions as arrays, for the behavioural side of ranking: histories, baskets, co-purchase.
+
+One row per (user, item, moment): a *basket* is a user's items at one moment (a UCI invoice, or
+one live event). Rows are sorted by user, then time, so a user's history before any time t is one
+contiguous range found by binary search, and "strictly before t" is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DAY = 86_400.0
+
+
+def epoch_seconds(times: pd.Series) -> np.ndarray:
+    stamps = pd.to_datetime(times, utc=True)
+    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+
+
+@dataclass
+class EventLog:
+    item_ids: np.ndarray  # the catalog, in item-row order (the version's index order)
+    users: np.ndarray  # user ids, in user-row order
+    user: np.ndarray  # per row: user row
+    item: np.ndarray  # per row: item row
+    time: np.ndarray  # per row: epoch seconds
+    basket: np.ndarray  # per row: basket number, increasing with (user, time)
+    repeat: np.ndarray  # per row: the user had this item in an earlier basket
+    start: np.ndarray  # rows of user u are start[u]:start[u+1]
+
+    @classmethod
+    def build(cls, frame: pd.DataFrame, item_ids: np.ndarray) -> EventLog:
+        """From rows of (user_id, item_id, event_time); items outside ``item_ids`` are dropped."""
+        row_of = pd.Index(item_ids)
+        item = row_of.get_indexer(frame["item_id"])
+        keep = item >= 0
+        rows = pd.DataFrame({"user_id": frame["user_id"].to_numpy()[keep], "item": item[keep],
+                             "time": epoch_seconds(frame["event_time"])[keep]})
+        rows = rows.drop_duplicates(["user_id", "item", "time"]).sort_values(["user_id", "time", "item"], kind="stable")
+        users, user = np.unique(rows["user_id"].to_numpy(dtype=object), return_inverse=True)
+        time = rows["time"].to_numpy()
+        item = rows["item"].to_numpy(np.int32)
+        new_basket = np.ones(len(rows), bool)
+        new_basket[1:] = (user[1:] != user[:-1]) | (time[1:] != time[:-1])
+        basket = np.cumsum(new_basket) - 1
+        repeat = pd.DataFrame({"u": user, "i": item}).duplicated().to_numpy()
+        start = np.searchsorted(user, np.arange(len(users) + 1))
+        return cls(np.asarray(item_ids, dtype=object), users, user.astype(np.int32), item, time, basket, repeat, start)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_rows(self, user_ids) -> np.ndarray:
+        """Each id's user row, -1 for a user without history here."""
+        return pd.Index(self.users).get_indexer(list(user_ids))
+
+    def before(self, user_rows: np.ndarray, times: np.ndarray, inclusive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Row ranges [lo, hi) of each user's events strictly before each time (up to it, if inclusive)."""
+        lo = np.zeros(len(user_rows), np.int64)
+        hi = np.zeros(len(user_rows), np.int64)
+        side = "right" if inclusive else "left"
+        for q, (u, t) in enumerate(zip(user_rows, times)):
+            if u < 0:
+                continue
+            a, b = self.start[u], self.start[u + 1]
+            lo[q] = a
+            hi[q] = a + np.searchsorted(self.time[a:b], t, side=side)
+        return lo, hi
+
+
+def split_baskets(basket: np.ndarray, item: np.ndarray) -> list[np.ndarray]:
+    """Item rows per basket, for rows ordered by basket."""
+    if len(basket) == 0:
+        return []
+    return np.split(item, np.flatnonzero(np.diff(basket)) + 1)

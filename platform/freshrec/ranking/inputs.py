@@ -1,0 +1,102 @@
+"""Where the pipeline's inputs come from: PostgreSQL for events, Feast's sources and store for aggregates.
+
+Two paths to the same numbers:
+- offline (the updater, the gate): the event log of the rows a version's lineage consumed, and
+  the daily item aggregates read in bulk from ``item_daily_stats``, the table behind Feast's
+  ``item_stats`` view (a day x item array, where Feast's point-in-time join would take one entity
+  row per candidate; ``tests/test_ranking.py`` proves both give the same values);
+- online (the API, the benchmark): the user's own rows up to the serving clock, read per request,
+  and ``item_stats`` from Feast's online store.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from freshrec.ranking.candidates import DayState
+from freshrec.ranking.copurchase import CoPurchase
+from freshrec.ranking.events import EventLog
+
+STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
+
+_CONSUMED_ROWS = """
+SELECT user_id, item_id, event_time FROM interactions WHERE ingest_xid < CAST(:xid_to AS xid8)"""
+_USER_ROWS = """
+SELECT user_id, item_id, event_time FROM interactions
+WHERE user_id = ANY(:users) AND event_time < :clock"""
+_STATS_AT = """
+SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats
+WHERE valid_from = ANY(:stamps)"""
+# The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
+_CLOCK = """
+SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
+FROM interactions"""
+
+
+def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray) -> EventLog:
+    """Every row below a cut's horizon: exactly what the lineage ending at that cut consumed."""
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text(_CONSUMED_ROWS), conn, params={"xid_to": str(int(xid_to))})
+    return EventLog.build(frame, item_ids)
+
+
+def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: np.ndarray) -> EventLog:
+    """These users' events strictly before ``clock`` (live rows included: the freshest history there is)."""
+    frame = pd.read_sql(sa.text(_USER_ROWS), conn, params={"users": list(user_ids), "clock": clock})
+    return EventLog.build(frame, item_ids)
+
+
+def serving_clock(conn: Connection) -> datetime:
+    """When "now" is for ranking: the present, or the end of the newest day of a replayed data set."""
+    value = conn.execute(sa.text(_CLOCK)).scalar()
+    return value or datetime.now(timezone.utc)
+
+
+def _stat_array(frame: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(item_ids), len(STAT_COLUMNS)), np.float32)
+    rows = pd.Index(item_ids).get_indexer(frame.index if "item_id" not in frame else frame["item_id"])
+    known = rows >= 0
+    out[rows[known]] = frame[STAT_COLUMNS].to_numpy(np.float32)[known]
+    return out
+
+
+def daily_item_stats(engine: Engine, item_ids: np.ndarray, day_starts: list[float]) -> dict[float, np.ndarray]:
+    """Offline: the aggregates valid at each day's start (the row of the day before), items x 4."""
+    stamps = [datetime.fromtimestamp(d, timezone.utc) for d in day_starts]
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text(_STATS_AT), conn, params={"stamps": stamps})
+    seconds = (pd.to_datetime(frame["valid_from"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    groups = {float(k): g for k, g in frame.groupby(seconds.to_numpy())}
+    # An item with no row that day did not exist yet: zeros.
+    return {d: _stat_array(groups[d], item_ids) if d in groups else _stat_array(frame.iloc[:0], item_ids)
+            for d in day_starts}
+
+
+def online_stats_array(store, item_ids: np.ndarray) -> np.ndarray:
+    """Online: every item's newest aggregates from Feast's online store, items x 4."""
+    from freshrec.features import online_item_stats
+
+    return _stat_array(online_item_stats(store, list(item_ids)), item_ids)
+
+
+class OfflineDays:
+    """Day states for point-in-time training and gating, for the days of ``day_starts``.
+
+    Co-purchase counts advance through the log's baskets before each day (asked for an earlier
+    day, they start over); the aggregates come from ``item_daily_stats`` at the day's start.
+    """
+
+    def __init__(self, engine: Engine, log: EventLog, day_starts):
+        self.log = log
+        self.copurchase = CoPurchase(log.n_items)
+        self.stats = daily_item_stats(engine, log.item_ids, sorted({float(d) for d in day_starts}))
+
+    def __call__(self, day: float) -> DayState:
+        if day < self.copurchase.added_until:
+            self.copurchase = CoPurchase(self.log.n_items)
+        self.copurchase.advance(self.log, day)
+        return DayState(self.copurchase, self.stats[day])

@@ -1,0 +1,255 @@
+"""``freshrec update``: rows past the watermark -> Feast features -> towers -> ranker -> gate -> publish.
+
+    freshrec update                       # head strategy, MiniLM, gate on
+    freshrec update --strategy lora --no-gate --base-model /path/to/encoder
+    torchrun --nproc-per-node 2 -m freshrec update --strategy lora
+
+One watermark covers the whole version: the towers and the ranker train on the same cut, the gate
+judges the whole pipeline, and one transaction publishes both.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import numpy as np
+import sqlalchemy as sa
+
+import freshrec
+from freshrec.config import Settings, get_settings
+from freshrec.db import get_engine
+from freshrec.faults import crash_point
+from freshrec.features import FEATURE_REFS, open_store
+from freshrec.ranking.candidates import CandidateConfig
+from freshrec.ranking.events import epoch_seconds
+from freshrec.ranking.inputs import OfflineDays, consumed_log
+from freshrec.ranking.model import RankingModel
+from freshrec.ranking.pipeline import day_of
+from freshrec.registry import artifacts
+from freshrec.registry.versions import NewVersion, chain, current_version, publish
+from freshrec.training import dataset
+from freshrec.training.args import GateArguments, TrainingArguments
+from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
+from freshrec.training.distributed import World, join
+from freshrec.training.encoder import Encoder
+from freshrec.training.examples import TrainingData
+from freshrec.training.modeling import TwoTower
+from freshrec.training.ranker import RankerArguments
+from freshrec.training.state_cache import StateCache, encoder_digest
+from freshrec.training.train import fine_tune, wrap_lora
+from freshrec.training.watermark import parent_horizon, take_cut
+from freshrec.updater import gate as gating
+from freshrec.updater.ranker_stage import train_ranker
+
+UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
+
+
+@dataclass
+class UpdateOutcome:
+    status: str  # created, no-new-rows, locked; "follower" on torchrun ranks other than 0
+    version: int | None = None
+    promoted: bool = False
+    message: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+def code_version() -> str:
+    """The installed package's version (images carry no .git to ask)."""
+    try:
+        return metadata.version("freshrec")
+    except metadata.PackageNotFoundError:
+        return freshrec.__version__
+
+
+@dataclass
+class _Plan:
+    """What rank 0 hands the other ranks under torchrun: where to start, and what to train on."""
+
+    parent: int | None
+    base_model: str | None
+    data: TrainingData
+
+
+def _start_model(engine, parent: int | None, base_model: str | None, dim: int, seed: int = 0):
+    """The parent's towers (resolved through its chain) and the parent as loaded, or fresh towers."""
+    import torch
+
+    torch.manual_seed(seed)  # fresh projections start alike on every rank
+    if parent is None:
+        path = resolve(base_model)
+        return TwoTower(load_encoder(path), dim), load_tokenizer(path), str(path), None
+    with engine.connect() as conn:
+        lineage = chain(conn, parent)
+    loaded = artifacts.load_chain(lineage, dim)
+    return loaded.model, loaded.tokenizer, loaded.manifest["base_model"], loaded
+
+
+def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
+               settings: Settings | None = None, log=print, ranker_args: RankerArguments | None = None,
+               candidates: CandidateConfig | None = None) -> UpdateOutcome:
+    settings = settings or get_settings()
+    world = join(args.device)
+    try:
+        if world.is_main:
+            return _lead(world, args, gate, ranker_args or RankerArguments(seed=args.seed), candidates or CandidateConfig(),
+                         base_model or settings.base_model, settings, log)
+        return _follow(world, args, settings)
+    finally:
+        world.close()
+
+
+def _lead(world: World, args, gate, ranker_args, candidates, base_model, settings, log) -> UpdateOutcome:
+    engine = get_engine(settings)
+    # Autocommit: the lock lives in the session, and no open transaction holds back the xmin horizon.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
+        if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
+            world.broadcast(None)
+            return UpdateOutcome("locked", message="another update is running")
+        try:
+            return _update_locked(world, engine, args, gate, ranker_args, candidates, base_model, settings, log)
+        finally:
+            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
+
+
+def _follow(world: World, args: TrainingArguments, settings: Settings) -> UpdateOutcome:
+    """A torchrun rank other than 0: train this rank's shards of rank 0's plan, write nothing."""
+    plan: _Plan | None = world.broadcast()
+    if plan is None:
+        return UpdateOutcome("follower", message=f"rank {world.rank}: nothing to train")
+    engine = get_engine(settings)
+    model, tokenizer, _, _ = _start_model(engine, plan.parent, plan.base_model, args.embedding_dim, args.seed)
+    if args.strategy == "lora":
+        wrap_lora(model, args)
+    device = world.device(args.device)
+    cache = StateCache(engine, encoder_digest(model.encoder, device)) if args.strategy == "head" else None
+    fine_tune(model, tokenizer, plan.data, args, device, world, from_parent=plan.parent is not None, cache=cache)
+    return UpdateOutcome("follower", message=f"rank {world.rank}: trained its shards")
+
+
+def _encoder_delta(model: TwoTower, args: TrainingArguments, parent: int | None, lora_config: dict | None):
+    """What the version stores of its encoder, and how to rebuild it (merges LoRA into the model)."""
+    if args.strategy == "lora":
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model.encoder)
+        model.encoder = model.encoder.merge_and_unload()
+        return state, {"kind": "lora", "lora_config": lora_config}
+    if args.strategy == "full":
+        return model.encoder.state_dict(), {"kind": "full"}
+    return {}, {"kind": "inherit" if parent is not None else "base"}
+
+
+def _ranking_model(engine, model, tokenizer, device, cache, catalog, ranker, config, args) -> RankingModel:
+    model.to(device).eval()
+    cache = cache or StateCache(engine, encoder_digest(model.encoder, device))
+    return RankingModel.build(Encoder(model, tokenizer, device, cache=cache), catalog["item_text"].tolist(), ranker,
+                              config, args.max_user_tokens, args.max_item_tokens)
+
+
+def _needed_days(data: TrainingData) -> np.ndarray:
+    frames = [data.train_rows, data.valid_rows, data.gate_rows, data.guard_rows]
+    times = np.concatenate([epoch_seconds(f["event_timestamp"]) for f in frames if len(f)] or [np.zeros(0)])
+    return np.unique(day_of(times))
+
+
+def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings, log) -> UpdateOutcome:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions"))}
+        parent = current_version(conn)
+        xid_from = parent_horizon(conn, parent)
+        # Each database writes and sweeps only its own folder: several databases may share one
+        # artifacts root (tests, benchmarks, staging beside production), and a sweep must never
+        # take another database's versions for orphans.
+        root = f"{settings.artifacts_root.rstrip('/')}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
+    swept = artifacts.sweep_orphans(root, referenced)
+    if swept:
+        log(f"swept {len(swept)} orphaned artifact directories")
+    cut = take_cut(engine, xid_from)
+    crash_point("after-cut")
+    if cut.row_count == 0:
+        world.broadcast(None)
+        return UpdateOutcome("no-new-rows", message=f"no new rows past the watermark (xid {xid_from}); no version made")
+    log(f"cut: {cut.row_count:,} new rows, xid [{cut.xid_from}, {cut.xid_to}), parent {parent}")
+
+    store = open_store(settings)
+    data = dataset.build(engine, store, cut, args)
+    timings["features_s"] = time.perf_counter() - t0
+    world.broadcast(_Plan(parent, base_model, data))
+    device = world.device(args.device)
+    model, tokenizer, base_path, parent_loaded = _start_model(engine, parent, base_model, args.embedding_dim, args.seed)
+    parent_model = copy.deepcopy(model) if parent is not None else None
+    lora_config = wrap_lora(model, args) if args.strategy == "lora" else None
+    # The head strategy keeps the parent's (frozen) encoder: its states carry over between versions.
+    cache = StateCache(engine, encoder_digest(model.encoder, device)) if args.strategy == "head" else None
+
+    t1 = time.perf_counter()
+    result = fine_tune(model, tokenizer, data, args, device, world, from_parent=parent is not None, cache=cache)
+    timings["train_s"] = time.perf_counter() - t1
+    on = f"{device} x {world.size} ranks" if world.distributed else str(device)
+    log(f"towers: {result.epochs} epochs, {result.rows_seen:,} pairs, {result.rows_per_second:,.0f} pairs/s on {on}; "
+        f"encoder states {result.encoder_cache}")
+    encoder_state, encoder_meta = _encoder_delta(model, args, parent, lora_config)
+
+    t2 = time.perf_counter()
+    catalog = data.catalog
+    candidate = _ranking_model(engine, model, tokenizer, device, cache, catalog, None, candidates, args)
+    parent_rm = None
+    if parent_model is not None:
+        parent_cache = cache if args.strategy == "head" else None
+        parent_rm = _ranking_model(engine, parent_model, tokenizer, device, parent_cache, catalog, parent_loaded.ranker,
+                                   parent_loaded.candidates or candidates, args)
+    events = consumed_log(engine, cut.xid_to, catalog["item_id"].to_numpy(dtype=object))
+    days = OfflineDays(engine, events, _needed_days(data))
+    ranker, ranker_result, ranker_info = train_ranker(parent_loaded.ranker if parent_loaded else None,
+                                                      parent_rm or candidate, events, data, days, ranker_args)
+    candidate.ranker = ranker
+    timings["ranker_s"] = time.perf_counter() - t2
+    log(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
+        f"{ranker_info['train_baskets']:,} baskets ({ranker_result.positives:,} bought)")
+
+    t3 = time.perf_counter()
+    slices = gating.slice_baskets(data.gate_rows, data.guard_rows, data.train_rows, gate.max_eval_baskets)
+    scores = {"candidate": {s: gating.score(candidate, events, b, days, gate.k) for s, b in slices.items()}}
+    if parent_rm is not None:
+        scores["parent"] = {s: gating.score(parent_rm, events, b, days, gate.k) for s, b in slices.items()}
+    promoted, verdict = gating.decide(scores["candidate"], scores.get("parent"), gate)
+    timings["evaluate_s"] = time.perf_counter() - t3
+    log(f"gate: {verdict}")
+
+    metrics = {**scores, "k": gate.k, "gate": verdict.split(":")[0].split(" ")[0], "gate_reason": verdict,
+               "gate_tolerance_relative": gate.tolerance,
+               "slices": {"valid_rows": len(data.valid_rows), "gate_rows": len(data.gate_rows),
+                          "guard_rows": len(data.guard_rows)},
+               "valid_losses": result.valid_losses, "epochs": result.epochs, "rows_seen": result.rows_seen,
+               "rows_per_second": result.rows_per_second, "rows_new": data.rows_new, "rows_replay": data.rows_replay,
+               "encoder_cache": {**result.encoder_cache,
+                                 "evaluation": candidate.encoder.stats.as_dict()},
+               "ranker": {"epochs": ranker_result.epochs, "examples": ranker_result.examples,
+                          "positives": ranker_result.positives, "valid_losses": ranker_result.valid_losses,
+                          **ranker_info}}
+    manifest = {"parent": parent, "base_model": base_path, "strategy": args.strategy, "encoder": encoder_meta,
+                "watermark": {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count},
+                "feature_refs": FEATURE_REFS, "feast_project": settings.feast.project,
+                "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
+                "gate": gate.__dict__, "code_version": code_version()}
+    uri = artifacts.new_uri(root)
+    sha = artifacts.write(uri, model, tokenizer, manifest, metrics, encoder_state, ranker, candidates)
+    crash_point("artifact-written")
+    timings["total_s"] = time.perf_counter() - t0
+    version = publish(
+        engine,
+        NewVersion(parent_version=parent, status="promoted" if promoted else "rejected", strategy=args.strategy,
+                   base_model=base_path, artifact_uri=uri, artifact_sha256=sha,
+                   params={**args.to_dict(), "ranker": ranker_args.to_dict(), "candidates": candidates.__dict__,
+                           "gate": gate.__dict__},
+                   metrics=metrics, feast_project=settings.feast.project, feature_refs=FEATURE_REFS,
+                   code_version=manifest["code_version"],
+                   device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
+        cut, catalog["item_id"].tolist(), candidate.index.item_vecs,
+    )
+    outcome = "promoted" if promoted else "rejected by the gate; current stays"
+    return UpdateOutcome("created", version, promoted, f"version {version}: {outcome}", metrics)
