@@ -1,8 +1,10 @@
-"""Scoring the arms on a test week: who is asked, what counts as a hit, and the two baselines.
+"""Scoring the arms on a test week: who is asked, what counts as a hit, and what each arm answers.
 
-Asked: every user who buys in the test week and has a profile from before it (their text is the
-newest profile row before the week starts). Relevant: the items they buy that week. Candidates:
-every item in the catalog at that time. Recall@K and NDCG@K as in freshrec.training.evaluate.
+Asked: every user who buys in the test week and has history before it (at most ``max_users``,
+evenly spaced over user ids). Relevant: the items they buy that week, split into repeat (had
+before) and explore (new to them). Every arm ranks as of the same clock, the API's serving clock
+(the end of the newest loaded day), from the same loaded rows; the pipeline arms go through the
+API's own ``Snapshot.recommend``.
 """
 from __future__ import annotations
 
@@ -11,78 +13,87 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
-import torch
 
-from freshrec.ingest.online_retail import day_start
-from freshrec.training.dataset import catalog
-from freshrec.training.evaluate import ranked_metrics, recall_ndcg
-from freshrec.training.encoder import Encoder
+from freshrec.bench import baselines
+from freshrec.bench.metrics import user_metrics
+from freshrec.features import online_users
+from freshrec.ranking.candidates import DayState, Tower, explore_rankings
+from freshrec.ranking.events import EventLog
+from freshrec.ranking.inputs import serving_clock, users_log
+from freshrec.serving.snapshot import Snapshot
 
-_PROFILES_BEFORE = """
-SELECT DISTINCT ON (user_id) user_id, profile_text FROM user_profiles
-WHERE user_id = ANY(:ids) AND valid_from < :t ORDER BY user_id, valid_from DESC"""
-_POPULAR = """
-SELECT item_id FROM interactions WHERE event_time >= :t - interval '28 days' AND event_time < :t
-GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT :k"""
-_OWN_HISTORY = """
-SELECT user_id, item_id FROM interactions WHERE user_id = ANY(:ids) AND event_time < :t
-GROUP BY user_id, item_id ORDER BY user_id, count(*) DESC, max(event_time) DESC, item_id"""
+K = 20
 
 
 @dataclass
 class TestWeek:
     since: date
+    clock: float  # epoch seconds
     users: list[str]
-    texts: list[str]
-    relevant: list[set]
-    items: pd.DataFrame  # item_id, item_text: the candidates
+    truth: list[set[str]]
+    history: list[set[str]]
+    features: dict[str, dict]  # Feast's online row per user
+    log: EventLog  # the asked users' rows before the clock
+    user_rows: np.ndarray
 
 
-def test_week(engine, week_rows: pd.DataFrame, since: date, max_users: int) -> TestWeek:
+def test_week(engine, store, week_rows: pd.DataFrame, since: date, max_users: int, item_ids: np.ndarray) -> TestWeek:
     bought = week_rows.groupby("user_id")["item_id"].agg(set)
     with engine.connect() as conn:
-        profiles = conn.execute(sa.text(_PROFILES_BEFORE), {"ids": list(bought.index), "t": day_start(since)}).all()
-    if len(profiles) > max_users:  # evenly spaced over user ids: deterministic
-        profiles = [profiles[i] for i in np.linspace(0, len(profiles) - 1, max_users).astype(int)]
-    users = [p.user_id for p in profiles]
-    return TestWeek(since, users, [p.profile_text for p in profiles], [bought[u] for u in users], catalog(engine))
+        clock = serving_clock(conn)
+        log = users_log(conn, list(bought.index), clock, item_ids)
+    users = [u for u in bought.index if u in set(log.users)]
+    if len(users) > max_users:  # evenly spaced over user ids: deterministic
+        users = [users[i] for i in np.linspace(0, len(users) - 1, max_users).astype(int)]
+    rows = log.user_rows(users)
+    history = [set(item_ids[log.item[log.start[r] : log.start[r + 1]]].tolist()) for r in rows]
+    features = online_users(store, users)
+    return TestWeek(since, clock.timestamp(), users, [set(bought[u]) for u in users], history, features, log, rows)
 
 
-def pooled_states(model, tokenizer, device, week: TestWeek, max_user_tokens: int = 128,
-                  max_item_tokens: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The encoder's pooled states of the week's users and candidates. Arms that share a frozen
-    encoder (every arm of the head strategy) share these, and differ only in their projections."""
-    model.to(device).eval()
-    enc = Encoder(model, tokenizer, device)
-    return enc.pooled_all(week.texts, max_user_tokens), enc.pooled_all(week.items["item_text"].tolist(), max_item_tokens)
+def metric_rows(week: TestWeek, arm: str, ranked: list, item_ids: np.ndarray | None = None) -> list[dict]:
+    """One row per user: the six metrics of that arm's top K (item rows are mapped to ids)."""
+    out = []
+    for user, items, truth, history in zip(week.users, ranked, week.truth, week.history):
+        ids = [str(i) for i in (item_ids[np.asarray(items, int)] if item_ids is not None else items)]
+        out.append({"arm": arm, "user": user, **user_metrics(ids, truth, history, K)})
+    return out
 
 
-@torch.no_grad()
-def model_scores(model, tokenizer, device, week: TestWeek, k: int, pooled=None) -> tuple[float, float]:
-    users, items = pooled if pooled is not None else pooled_states(model, tokenizer, device, week)
-    model.to(device).eval()
-    u, v = model.project_users(users).cpu().numpy(), model.project_items(items).cpu().numpy()
-    return recall_ndcg(u @ v.T, week.items["item_id"].to_numpy(), week.relevant, k)
+def pipeline_ranked(snap: Snapshot, engine, week: TestWeek) -> list[list[str]]:
+    """What the API answers each user (``Snapshot.recommend``: candidates -> features -> ranker)."""
+    from datetime import datetime, timezone
 
-
-def popularity(engine, week: TestWeek, k: int) -> tuple[float, float]:
-    """The same k most-bought items of the last 4 weeks for everyone."""
     with engine.connect() as conn:
-        top = [r[0] for r in conn.execute(sa.text(_POPULAR), {"t": day_start(week.since), "k": k})]
-    return ranked_metrics([top] * len(week.users), week.relevant, k)
+        answers = snap.recommend(conn, {u: week.features[u] for u in week.users}, K,
+                                 clock=datetime.fromtimestamp(week.clock, timezone.utc))
+    return [[h.item_id for h in answers[u] or []] for u in week.users]
 
 
-def personal_frequency(engine, week: TestWeek, k: int) -> tuple[float, float]:
-    """Each user's own most-bought items (ties: most recent), filled up with the popular ones."""
-    with engine.connect() as conn:
-        own = conn.execute(sa.text(_OWN_HISTORY), {"ids": week.users, "t": day_start(week.since)}).all()
-        top = [r[0] for r in conn.execute(sa.text(_POPULAR), {"t": day_start(week.since), "k": k})]
-    history: dict[str, list[str]] = {}
-    for row in own:
-        history.setdefault(row.user_id, []).append(row.item_id)
-    ranked = []
-    for user in week.users:
-        mine = history.get(user, [])[:k]
-        ranked.append(mine + [i for i in top if i not in set(mine)][: k - len(mine)])
-    return ranked_metrics(ranked, week.relevant, k)
+def _user_vecs(snap: Snapshot, week: TestWeek) -> np.ndarray:
+    return np.stack([snap.user_vector(u, week.features[u]["user_text"], week.features[u]["ts"]) for u in week.users])
+
+
+def tower_ranked(snap: Snapshot, week: TestWeek) -> list[list[str]]:
+    """The text towers alone, over the whole catalog."""
+    return [[h.item_id for h in snap.top_k(v, K)] for v in _user_vecs(snap, week)]
+
+
+def baseline_ranked(week: TestWeek, day: DayState, tifu: baselines.TifuKnn, everyone: EventLog) -> dict[str, list]:
+    """Item rows per user of popularity, P-TopFreq and TIFU-KNN (neighbours from ``everyone``)."""
+    times = np.full(len(week.users), week.clock)
+    return {
+        "popularity": baselines.popularity(day, len(week.users), K),
+        "p-topfreq": baselines.p_topfreq(week.log, week.user_rows, week.clock, day, K),
+        "tifu-knn": tifu.rank(everyone, everyone.user_rows(week.users), week.clock, K),
+        **{f"{'popularity' if name == 'popular' else name}-explore": ranked for name, ranked in
+           explore_rankings(week.log, week.user_rows, times, day, None, K).items()},
+    }
+
+
+def tower_explore_ranked(snap: Snapshot, week: TestWeek) -> list:
+    """The towers' top K among items new to the user (item rows)."""
+    index = snap.ranking.index
+    tower = Tower(_user_vecs(snap, week), index.item_vecs, index.scale, index.bias)
+    return explore_rankings(week.log, week.user_rows, np.full(len(week.users), week.clock), snap.day_state(), tower,
+                            K)["tower"]

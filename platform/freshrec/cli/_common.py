@@ -26,10 +26,14 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def migrated_engine() -> Engine:
-    """The engine, once the database is up, has pgvector and is migrated to head."""
+def migrated_engine(migrate: bool = False) -> Engine:
+    """The engine, once the database is up, has pgvector and is migrated to head (``migrate``: migrate it)."""
     engine = get_engine(get_settings())
     require_pgvector(engine)
+    if migrate:
+        from freshrec.db import database_url, upgrade
+
+        upgrade(database_url())
     with engine.connect() as conn:
         has_schema = conn.execute(sa.text("SELECT to_regclass('public.alembic_version') IS NOT NULL")).scalar()
     if not has_schema:

@@ -32,7 +32,7 @@ def train(
 
     with user_errors():
         if pairs_dir is None:
-            migrated_engine()
+            migrated_engine(migrate=True)
             pairs_dir = throughput.export_pairs(out / "pairs", pairs)
         throughput.run(pairs_dir, models.split(","), strategies.split(","), device, repeats, batch_size, out,
                        _command(), echo=typer.echo)
@@ -49,7 +49,7 @@ def serve(
     from freshrec.bench import serving
 
     with user_errors():
-        migrated_engine()
+        migrated_engine(migrate=True)
         serving.run(out, seconds, [int(c) for c in concurrency.split(",")], port, _command(), echo=typer.echo)
 
 
@@ -63,12 +63,14 @@ def updates(
     max_eval_users: int = typer.Option(1000, help="users scored per test week"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="the incremental arm's gate, as in production"),
     keep_databases: bool = typer.Option(False, help="keep the bench databases for SQL audits"),
+    full_retrain_every: int = typer.Option(1, help="retrain from scratch every N weeks (and the last week)"),
     out: Path = OUT,
 ) -> None:
-    """Incremental vs full retrain vs stale vs baselines, week by week: JSON, Markdown and a PNG plot."""
+    """The pipeline kept fresh incrementally vs retrained from scratch vs stale vs TIFU-KNN, P-TopFreq and
+    popularity, week by week, overall and on repeat and explore items, with 95% intervals: JSON, Markdown, PNG."""
     from freshrec.bench import updates as bench_updates
 
     with user_errors():
-        migrated_engine()
+        migrated_engine(migrate=True)
         bench_updates.run(weeks, model, strategy.split(","), device, dataset, out, max_eval_users, gate, keep_databases,
-                          _command(), echo=typer.echo)
+                          _command(), full_retrain_every=full_retrain_every, echo=typer.echo)

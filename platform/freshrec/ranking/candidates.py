@@ -162,17 +162,78 @@ def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(keep)[0], top[keep]
 
 
-def _chunk(log, lo, hi, times, activity, day: DayState, tower: Tower, rows: slice, config) -> Candidates:
-    n_q, n_items = len(lo), log.n_items
+@dataclass
+class _Context:
+    """What a chunk of queries knows of its users: history pairs, recent baskets, own items."""
+
+    h: _History
+    has: np.ndarray  # the user has events before the query's time
+    last_row: np.ndarray  # the newest such event's row
+    last_basket_time: np.ndarray
+    third_basket_time: np.ndarray  # the start of the user's last 3 baskets
+    own: np.ndarray  # (queries, items): had it before
+
+
+def _context(log: EventLog, lo: np.ndarray, hi: np.ndarray, times: np.ndarray) -> _Context:
     h = _history(log, lo, hi, times)
     has = hi > lo
     last_row = np.maximum(hi - 1, 0)
-    last_basket_time = np.where(has, log.time[last_row], -np.inf)
-    third_basket = np.maximum(log.basket[last_row] - 2, log.basket[np.minimum(lo, len(log.basket) - 1)])
+    first_row = np.minimum(lo, len(log.basket) - 1)
+    third_basket = np.maximum(log.basket[last_row] - 2, log.basket[first_row])
     third_basket_time = log.time[np.minimum(np.searchsorted(log.basket, third_basket), len(log.time) - 1)]
-    own = np.zeros((n_q, n_items), bool)
+    own = np.zeros((len(lo), log.n_items), bool)
     real = h.query >= 0
     own[h.query[real], h.item[real]] = True
+    return _Context(h, has, last_row, np.where(has, log.time[last_row], -np.inf), third_basket_time, own)
+
+
+def _copurchase(ctx: _Context, day: DayState) -> tuple[np.ndarray, np.ndarray]:
+    """Per query and item: sum and max of P(item | i) over the items i of the last 3 baskets."""
+    h = ctx.h
+    cp_sum = np.zeros(ctx.own.shape, np.float32)
+    cp_max = np.zeros(ctx.own.shape, np.float32)
+    recent = (h.query >= 0) & (h.last >= ctx.third_basket_time[np.maximum(h.query, 0)])
+    for q in np.unique(h.query[recent]):
+        strength = day.copurchase.strength(h.item[recent & (h.query == q)])
+        cp_sum[q], cp_max[q] = strength.sum(0), strength.max(0)
+    return cp_sum, cp_max
+
+
+def _new_popular(ctx: _Context, day: DayState, k: int, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query, item) of the k most popular items each user never had (looking ``reach`` deep)."""
+    head = day.popular[: k + reach + 1]
+    fresh = ~ctx.own[:, head]
+    q, at = np.nonzero(fresh & (np.cumsum(fresh, 1) <= k))
+    return q, head[at]
+
+
+def explore_rankings(log: EventLog, user_rows: np.ndarray, times: np.ndarray, day: DayState, tower: Tower | None,
+                     k: int) -> dict[str, list[np.ndarray]]:
+    """Each explore source on its own: its top k items that are new to the user, per query.
+
+    The reality-check paper's explore split, per source: what the towers, co-purchase and
+    popularity each find that the user's own history cannot.
+    """
+    lo, hi = log.before(user_rows, times)
+    ctx = _context(log, lo, hi, times)
+    cp_sum, _ = _copurchase(ctx, day)
+    scores = {"copurchase": np.where(ctx.own | (cp_sum <= 0), -np.inf, cp_sum)}
+    if tower is not None:
+        scores["tower"] = np.where(ctx.own, -np.inf, tower.logits(slice(None)))
+    out = {}
+    for name, score in scores.items():
+        top = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        out[name] = [row[np.isfinite(score[q, row])] for q, row in enumerate(top)]
+    q, items = _new_popular(ctx, day, k, int(ctx.own.sum(1).max(initial=0)))
+    out["popular"] = [items[q == n] for n in range(len(lo))]
+    return out
+
+
+def _chunk(log, lo, hi, times, activity, day: DayState, tower: Tower, rows: slice, config) -> Candidates:
+    n_items = log.n_items
+    ctx = _context(log, lo, hi, times)
+    h, has, last_row, own = ctx.h, ctx.has, ctx.last_row, ctx.own
+    last_basket_time, third_basket_time = ctx.last_basket_time, ctx.third_basket_time
 
     # repeat: the most frequent, then most recent, of the user's items
     order = np.lexsort((-h.last, -h.count, h.query))
@@ -184,20 +245,10 @@ def _chunk(log, lo, hi, times, activity, day: DayState, tower: Tower, rows: slic
     logits = tower.logits(rows)
     proposals.append((*_top(np.where(own, -np.inf, logits), config.tower), 1))
 
-    cp_sum = np.zeros((n_q, n_items), np.float32)
-    cp_max = np.zeros((n_q, n_items), np.float32)
-    recent = real & (h.last >= third_basket_time[np.maximum(h.query, 0)])
-    for q in np.unique(h.query[recent]):
-        strength = day.copurchase.strength(h.item[recent & (h.query == q)])
-        cp_sum[q], cp_max[q] = strength.sum(0), strength.max(0)
+    cp_sum, cp_max = _copurchase(ctx, day)
     proposals.append((*_top(np.where(own | (cp_sum <= 0), -np.inf, cp_sum), config.copurchase), 2))
-
-    # popular: the day's order, minus the user's own items
-    head = day.popular[: config.popular + config.repeat + 1]
-    fresh = ~own[:, head]
-    pick = fresh & (np.cumsum(fresh, 1) <= config.popular)
-    q_pop, at = np.nonzero(pick)
-    proposals.append((q_pop, head[at], 3))
+    # popular: the day's order minus the user's own items (looking as deep as the repeat list)
+    proposals.append((*_new_popular(ctx, day, config.popular, config.repeat), 3))
 
     keys = np.concatenate([q.astype(np.int64) * n_items + i for q, i, _ in proposals])
     bits = np.concatenate([np.full(len(q), 1 << b, np.uint8) for q, _, b in proposals])

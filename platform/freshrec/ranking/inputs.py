@@ -25,6 +25,8 @@ STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
 
 _CONSUMED_ROWS = """
 SELECT user_id, item_id, event_time FROM interactions WHERE ingest_xid < CAST(:xid_to AS xid8)"""
+_ROWS_BEFORE = """
+SELECT user_id, item_id, event_time FROM interactions WHERE event_time < :clock"""
 _USER_ROWS = """
 SELECT user_id, item_id, event_time FROM interactions
 WHERE user_id = ANY(:users) AND event_time < :clock"""
@@ -48,6 +50,11 @@ def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: 
     """These users' events strictly before ``clock`` (live rows included: the freshest history there is)."""
     frame = pd.read_sql(sa.text(_USER_ROWS), conn, params={"users": list(user_ids), "clock": clock})
     return EventLog.build(frame, item_ids)
+
+
+def rows_before(conn: Connection, clock: datetime, item_ids: np.ndarray) -> EventLog:
+    """Every user's events strictly before ``clock`` (the benchmark's neighbour-based baselines)."""
+    return EventLog.build(pd.read_sql(sa.text(_ROWS_BEFORE), conn, params={"clock": clock}), item_ids)
 
 
 def serving_clock(conn: Connection) -> datetime:

@@ -77,7 +77,7 @@ def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingD
     items = catalog(engine)
     counts = pd.concat([train_new, replay])["item_id"].value_counts()
     items["popularity"] = items["item_id"].map(counts).fillna(0)
-    train_rows = _with_history(pd.concat([train_new, replay]))
+    train_rows = _with_history(pd.concat([train_new.assign(replay=False), replay.assign(replay=True)]))
     return TrainingData(
         train=_examples(train_rows, items, args, rng),
         valid=_examples(_with_history(valid), items, args, rng),

@@ -47,7 +47,7 @@ class TrainingData:
 
     train: Examples
     valid: Examples
-    train_rows: pd.DataFrame  # new rows (minus the held-out newest) and the replayed older rows
+    train_rows: pd.DataFrame  # new rows (minus the held-out newest) and the replayed older rows (column replay)
     valid_rows: pd.DataFrame  # held-out new rows that choose the epoch
     gate_rows: pd.DataFrame  # the newest held-out rows: the gate's evidence, never trained or tuned on
     guard_rows: pd.DataFrame  # older rows, not replayed: the forgetting check

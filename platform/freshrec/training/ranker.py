@@ -28,11 +28,15 @@ class RankerArguments:
     learning_rate: float = field(default=2e-3, metadata={"help": "the ranker's AdamW learning rate"})
     l2_to_parent: float = field(default=1e-3, metadata={"help": "lambda of the ranker's L2 pull toward its parent"})
     patience: int = field(default=1, metadata={"help": "epochs without validation improvement before stopping"})
+    # Replay by basket: the towers' replay rows are single rows of many baskets, and each basket
+    # brings ~150 candidates, so row-for-row replay would swamp the new baskets.
+    replay_baskets: float = field(default=1.0, metadata={"help": "older baskets replayed per new basket"})
     seed: int = 0
 
     def __post_init__(self) -> None:
         checks = {"hidden": self.hidden >= 1, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-                  "learning_rate": self.learning_rate > 0, "l2_to_parent": self.l2_to_parent >= 0}
+                  "learning_rate": self.learning_rate > 0, "l2_to_parent": self.l2_to_parent >= 0,
+                  "replay_baskets": self.replay_baskets >= 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid ranker argument {bad[0]}={getattr(self, bad[0])!r}")

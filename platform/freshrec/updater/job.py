@@ -44,6 +44,11 @@ from freshrec.updater import gate as gating
 from freshrec.updater.ranker_stage import train_ranker
 
 UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
+_NEWEST_PROFILES = """
+SELECT DISTINCT ON (p.user_id) p.profile_text FROM user_profiles p
+WHERE p.user_id IN (SELECT DISTINCT user_id FROM interactions
+                    WHERE ingest_xid >= CAST(:xid_from AS xid8) AND ingest_xid < CAST(:xid_to AS xid8))
+ORDER BY p.user_id, p.valid_from DESC"""
 
 
 @dataclass
@@ -141,14 +146,16 @@ def _encoder_delta(model: TwoTower, args: TrainingArguments, parent: int | None,
     return {}, {"kind": "inherit" if parent is not None else "base"}
 
 
-def _ranking_model(engine, model, tokenizer, device, cache, catalog, ranker, config, args) -> RankingModel:
+def ranking_model(engine, model, tokenizer, device, cache, catalog, ranker, config, args) -> RankingModel:
+    """A version's parts as the pipeline uses them (its encoder's states through the shared cache)."""
     model.to(device).eval()
     cache = cache or StateCache(engine, encoder_digest(model.encoder, device))
     return RankingModel.build(Encoder(model, tokenizer, device, cache=cache), catalog["item_text"].tolist(), ranker,
                               config, args.max_user_tokens, args.max_item_tokens)
 
 
-def _needed_days(data: TrainingData) -> np.ndarray:
+def needed_days(data: TrainingData) -> np.ndarray:
+    """The UTC days of every basket the ranker trains, validates or is gated on."""
     frames = [data.train_rows, data.valid_rows, data.gate_rows, data.guard_rows]
     times = np.concatenate([epoch_seconds(f["event_timestamp"]) for f in frames if len(f)] or [np.zeros(0)])
     return np.unique(day_of(times))
@@ -196,20 +203,31 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
 
     t2 = time.perf_counter()
     catalog = data.catalog
-    candidate = _ranking_model(engine, model, tokenizer, device, cache, catalog, None, candidates, args)
+    candidate = ranking_model(engine, model, tokenizer, device, cache, catalog, None, candidates, args)
     parent_rm = None
     if parent_model is not None:
         parent_cache = cache if args.strategy == "head" else None
-        parent_rm = _ranking_model(engine, parent_model, tokenizer, device, parent_cache, catalog, parent_loaded.ranker,
+        parent_rm = ranking_model(engine, parent_model, tokenizer, device, parent_cache, catalog, parent_loaded.ranker,
                                    parent_loaded.candidates or candidates, args)
     events = consumed_log(engine, cut.xid_to, catalog["item_id"].to_numpy(dtype=object))
-    days = OfflineDays(engine, events, _needed_days(data))
+    days = OfflineDays(engine, events, needed_days(data))
+    timings["ranker_inputs_s"] = time.perf_counter() - t2
+    t2 = time.perf_counter()
     ranker, ranker_result, ranker_info = train_ranker(parent_loaded.ranker if parent_loaded else None,
                                                       parent_rm or candidate, events, data, days, ranker_args)
     candidate.ranker = ranker
     timings["ranker_s"] = time.perf_counter() - t2
     log(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
         f"{ranker_info['train_baskets']:,} baskets ({ranker_result.positives:,} bought)")
+
+    if args.strategy == "head":
+        # The API looks a returning user's profile up instead of encoding it: encode the newest
+        # profile of every user in the cut now (the next update trains on exactly these texts).
+        t_warm = time.perf_counter()
+        with engine.connect() as conn:
+            texts = [r[0] for r in conn.execute(sa.text(_NEWEST_PROFILES), {"xid_from": cut.xid_from, "xid_to": cut.xid_to})]
+        candidate.encoder.pooled_all(texts, args.max_user_tokens)
+        timings["warm_profiles_s"] = time.perf_counter() - t_warm
 
     t3 = time.perf_counter()
     slices = gating.slice_baskets(data.gate_rows, data.guard_rows, data.train_rows, gate.max_eval_baskets)

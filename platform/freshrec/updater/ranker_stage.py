@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from freshrec.ranking.candidates import FEATURES
 from freshrec.ranking.events import EventLog
@@ -29,8 +30,7 @@ class RankerExamples:
     baskets: int
 
 
-def examples(model: RankingModel, log: EventLog, rows, days: OfflineDays) -> RankerExamples:
-    baskets = basket_frame(rows)
+def examples(model: RankingModel, log: EventLog, baskets, days: OfflineDays) -> RankerExamples:
     if len(baskets) == 0:
         return RankerExamples(np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.float32), 0)
     queries = basket_queries(model, log, baskets)
@@ -41,8 +41,11 @@ def examples(model: RankingModel, log: EventLog, rows, days: OfflineDays) -> Ran
 def train_ranker(parent_ranker: Ranker | None, features_from: RankingModel, log: EventLog, data: TrainingData,
                  days: OfflineDays, args: RankerArguments) -> tuple[Ranker, RankerResult, dict]:
     """A child of ``parent_ranker`` (warm start, L2 toward it), or a first ranker."""
-    train = examples(features_from, log, data.train_rows, days)
-    valid = examples(features_from, log, data.valid_rows, days)
+    rows = data.train_rows
+    new = basket_frame(rows[~rows["replay"]])
+    older = basket_frame(rows[rows["replay"]], limit=int(round(len(new) * args.replay_baskets)))
+    train = examples(features_from, log, pd.concat([f for f in (new, older) if len(f)] or [new], ignore_index=True), days)
+    valid = examples(features_from, log, basket_frame(data.valid_rows), days)
     # A child keeps its parent's shape and feature scaling: a warm start, not a new model.
     ranker = copy.deepcopy(parent_ranker) if parent_ranker is not None else Ranker(len(FEATURES), args.hidden)
     result = fit(ranker, (train.features, train.labels), (valid.features, valid.labels), args,
