@@ -6,14 +6,16 @@ from feast import FeatureService, FeatureView, Field
 from feast.types import Int64, String
 from sources import item_source, item_stats_source, user_profile_source
 
-# A long ttl: the bundled data is from 2010-2011, and a view whose ttl is shorter than the data's
-# age materializes nothing (ttl=0 is no exception: it skips rows older than a year).
-TEN_YEARS = timedelta(days=3650)
+# A long ttl. Plain `feast materialize-incremental` starts a view's first window at now minus its
+# ttl: with 10 years, in 2026, it skipped the bundled 2010-2011 data and filled nothing (ttl=0 is
+# no way out: it falls back to a window of weeks). The ttl also bounds the point-in-time lookback;
+# 50 years bounds nothing real. Feast's PostgreSQL online reads do not expire rows by it.
+FIFTY_YEARS = timedelta(days=365 * 50)
 
 item_text = FeatureView(
     name="item_text",
     entities=[item],
-    ttl=TEN_YEARS,
+    ttl=FIFTY_YEARS,
     schema=[Field(name="item_text", dtype=String)],
     source=item_source,
     online=True,
@@ -24,7 +26,7 @@ item_text = FeatureView(
 user_text = FeatureView(
     name="user_text",
     entities=[user],
-    ttl=TEN_YEARS,
+    ttl=FIFTY_YEARS,
     schema=[Field(name="user_text", dtype=String), Field(name="n_events", dtype=Int64),
             Field(name="n_baskets", dtype=Int64)],
     source=user_profile_source,
@@ -35,7 +37,7 @@ user_text = FeatureView(
 item_stats = FeatureView(
     name="item_stats",
     entities=[item],
-    ttl=TEN_YEARS,
+    ttl=FIFTY_YEARS,
     schema=[Field(name="events_7d", dtype=Int64), Field(name="events_28d", dtype=Int64),
             Field(name="buyers", dtype=Int64), Field(name="repeat_buyers", dtype=Int64)],
     source=item_stats_source,

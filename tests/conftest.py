@@ -3,6 +3,7 @@ module, and a per-test transaction that rolls back. No mocks: real PostgreSQL, F
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -132,7 +133,7 @@ def served_url(make_database, retail_sample, tiny_model) -> str:
             write_batch(conn, online_retail_batch(retail_sample, since=since, until=until), "sample")
         materialize(store)
         run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
-                   base_model=tiny_model, log=lambda *_: None)
+                   base_model=tiny_model)
     return url
 
 
@@ -140,3 +141,46 @@ def served_url(make_database, retail_sample, tiny_model) -> str:
 def served_db(served_url) -> str:
     use_database(served_url)
     return served_url
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def api_server(env: dict | None = None, ready: str = "/healthz"):
+    """`freshrec serve` as its own process on a free port; yields its base URL once ``ready`` answers 200."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    full_env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    output = tempfile.TemporaryFile("w+")  # a pipe nobody reads would fill with access logs and stall the server
+    proc = subprocess.Popen(["freshrec", "serve", "--port", str(port)], cwd=Path(__file__).resolve().parents[1],
+                            env=full_env, stdout=output, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + ready, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                output.seek(0)
+                raise RuntimeError(f"freshrec serve did not get ready:\n{output.read()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        output.close()

@@ -45,6 +45,30 @@ def test_recommendations_known_unknown_and_bad_k(client, served_db):
         assert bad.status_code == 422 and ("query", "k") in _loc(bad)
 
 
+def test_recommendations_name_their_sources_and_equal_what_the_benchmark_scores(client, served_db):
+    """The API's list for a user is exactly the list the benchmark scores for that version and user."""
+    from datetime import date
+
+    import pandas as pd
+
+    from freshrec.bench import evaluation
+    from freshrec.features import open_store
+    from freshrec.ranking import SOURCES
+    from freshrec.serving.snapshot import load_snapshot
+
+    user = _known_user()
+    api = client.get(f"/v1/users/{user}/recommendations", params={"k": evaluation.K}).json()
+    sources = [set(i["sources"]) for i in api["items"]]
+    assert api["strategy"] == "personal" and all(s and s <= set(SOURCES) for s in sources)
+    assert any("repeat" in s for s in sources) and any(s - {"repeat"} for s in sources)
+
+    store = open_store()
+    snap = load_snapshot(get_engine(), api["version"], store)
+    week = evaluation.test_week(get_engine(), store, pd.DataFrame({"user_id": [user], "item_id": ["any"]}),
+                                date(2011, 1, 10), 10, snap.item_ids)
+    assert evaluation.pipeline_ranked(snap, get_engine(), week) == [[i["item_id"] for i in api["items"]]]
+
+
 def test_search_plain_personalised_and_bad_q(client, served_db):
     plain = client.get("/v1/search", params={"q": "red lunch bag", "k": 4}).json()
     assert plain["strategy"] == "search" and len(plain["items"]) == 4 and plain["version"] == 2
@@ -111,6 +135,11 @@ def test_models_list_detail_lineage_and_unknown(client, served_db):
     assert [v["version"] for v in versions] == [1, 2] and [v["current"] for v in versions] == [False, True]
     detail = client.get("/v1/models/2").json()
     assert detail["parent"] == 1 and len(detail["artifact_sha256"]) == 64 and detail["row_count"] > 0
+    # Where the weights live is for admins: anonymous readers see neither the artifact URI nor local paths.
+    assert "artifact_uri" not in detail and "/" not in detail["base_model"]
+    assert all("artifact_uri" not in c for c in client.get("/v1/models/2/lineage").json()["chain"])
+    admin = client.get("/v1/models/2", headers=TOKEN).json()
+    assert admin["artifact_uri"].endswith(admin["artifact_uri"].rsplit("/", 1)[-1]) and "/" in admin["base_model"]
     lineage = client.get("/v1/models/2/lineage").json()
     assert lineage["parent"] == 1 and [c["version"] for c in lineage["chain"]] == [1, 2]
     assert client.get("/v1/models/99").status_code == 404
@@ -161,6 +190,27 @@ def test_health_and_metrics(client, served_db):
         assert name in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "freshrec"
     assert client.get("/docs").status_code == 200
+
+
+def test_weak_tokens_are_refused_outside_development():
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        Settings(environment="production", api_token="")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        Settings(environment="production", api_token="short-token")
+    with pytest.raises(ValueError, match="secret value"):
+        Settings(environment="production")
+    assert Settings(environment="production", api_token="x" * 16).api_token.get_secret_value() == "x" * 16
+
+
+def test_event_times_must_be_plausible(client, served_db):
+    from datetime import datetime, timedelta, timezone
+
+    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    for when, reason in ((future, "in the future"), ("1970-01-01T00:00:00Z", "before 2000-01-01")):
+        r = client.post("/v1/events", json={"events": [_event("odd-time", event_time=when)]}, headers=TOKEN)
+        assert r.status_code == 422 and _loc(r) == [("body", "events", 0, "event_time")]
+        assert reason in r.json()["detail"][0]["msg"]
+    assert _count("SELECT count(*) FROM interactions WHERE event_key = 'odd-time'") == 0
 
 
 def test_reads_can_require_the_token(served_db):

@@ -5,27 +5,50 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parents[1]
-ARMS = {"stale", "incremental-head", "full-retrain", "popularity", "personal-frequency"}
+ARMS = {"pipeline-incremental-head", "pipeline-full-retrain-head", "stale", "tower-incremental-head",
+        "tower-full-retrain-head", "tifu-knn", "p-topfreq", "popularity", "tower-explore", "copurchase-explore",
+        "popularity-explore"}
+METRICS = ("recall", "ndcg", "recall_repeat", "ndcg_repeat", "recall_explore", "ndcg_explore")
 
 
-def test_two_week_run_has_every_arm_sane_metrics_and_exact_watermarks(module_db, tmp_path):
+def test_two_week_run_has_every_arm_split_metrics_intervals_and_exact_watermarks(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("FRESHREC_DATABASE_URL", None)  # a fresh home: the bench migrates its own database
+    env["FRESHREC_HOME"] = str(tmp_path / "home")
     cmd = ["freshrec", "bench", "updates", "--weeks", "2", "--model", "tiny", "--max-eval-users", "200",
-           "--device", "cpu", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+           "--device", "cpu", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        subprocess.run(["freshrec", "db", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
 
-    result = json.loads((tmp_path / "updates.json").read_text())
-    scored = [r for r in result["rows"] if r["test_week"]]
-    assert {(r["arm"], r["test_week"]) for r in scored} == {(a, w) for a in ARMS for w in ("2011-03-07", "2011-03-14")}
-    for r in scored:
-        assert 0 <= r["recall@20"] <= 1 and 0 <= r["ndcg@20"] <= 1 and r["users"] > 50
-    for r in scored:
-        if r["arm"] in ("incremental-head", "full-retrain"):
-            assert r["train_s"] > 0 and r["rows"] > 0 and r["peak_rss_mib"] > 0
+    out = tmp_path / "out"
+    result = json.loads((out / "updates.json").read_text())
+    weeks = {("2011-03-07"), ("2011-03-14")}
+    assert {(r["arm"], r["test_week"]) for r in result["rows"]} == {(a, w) for a in ARMS for w in weeks}
+    users = pd.read_parquet(out / "updates-users.parquet")
+    assert set(users["arm"]) == ARMS and users.groupby(["arm", "test_week"]).size().min() > 50
+    for m in METRICS:
+        values = users[m].dropna()
+        assert len(values) and values.between(0, 1).all()
+    # Explore sources never propose an item the user had: their repeat recall is exactly zero.
+    explore = users[users["arm"].str.endswith("-explore")]
+    assert (explore["recall_repeat"].dropna() == 0).all()
+    for arm, summary in result["summary"]["arms"].items():
+        for m in METRICS:
+            x = summary[m]
+            assert x["lo"] <= x["mean"] <= x["hi"], (arm, m, x)
+    head = result["summary"]["targets"]["head"]
+    assert head["recall_vs_p_topfreq"]["lo"] <= head["recall_vs_p_topfreq"]["mean"] <= head["recall_vs_p_topfreq"]["hi"]
+    costs = {c["arm"] for c in result["costs"]}
+    assert costs == {"pipeline-incremental-head", "pipeline-full-retrain-head"}
+    assert all(c["train_s"] > 0 and c["peak_rss_mib"] > 0 and 0 <= c["other_cpu"] for c in result["costs"])
     coverage = result["watermark_coverage"]["head"]
     # Every loaded row lies in exactly one watermark along the incremental arm's chain.
     assert coverage["loaded"] == coverage["consumed"] == coverage["distinct_consumed"] and coverage["audit_consistent"]
-    assert (tmp_path / "updates.md").read_text().startswith("| week |")
-    assert (tmp_path / "updates.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "updates.md").read_text().startswith("| arm | Recall@20 |")
+    assert (out / "updates.png").read_bytes()[:4] == b"\x89PNG"

@@ -34,13 +34,18 @@ def test_load_summary_then_feast_and_psql(db, retail_sample):
         'eval "$(freshrec env)" && feast -c feature_repo apply && '
         'feast -c feature_repo materialize-incremental "$(date -u +%Y-%m-%dT%H:%M:%S)" && '
         'psql "$(freshrec db url)" -Atc "select count(*) from interactions" && '
-        'psql -Atc "select count(*) from feast_registry.feature_views"'
+        'psql -Atc "select count(*) from feast_registry.feature_views" && '
+        'psql -Atc "select count(distinct entity_key) from feast_online.freshrec_user_text" && '
+        'psql -Atc "select count(distinct entity_key) from feast_online.freshrec_item_stats"'
     )
     proc = run(["bash", "-c", script], db)
-    counts = proc.stdout.strip().splitlines()[-2:]
+    counts = proc.stdout.strip().splitlines()[-4:]
     with psycopg.connect(db["FRESHREC_DATABASE_URL"]) as conn:
         expected = conn.execute("select count(*) from interactions").fetchone()[0]
-    assert counts == [str(expected), "2"]
+        users = conn.execute("select count(distinct user_id) from user_profiles").fetchone()[0]
+        items = conn.execute("select count(distinct item_id) from item_daily_stats").fetchone()[0]
+    # The plain Feast CLI alone, on a fresh database, fills the online store: every profile, every item.
+    assert counts == [str(expected), "3", str(users), str(items)] and users > 0 and items > 0
 
 
 def test_bad_file_is_one_line_error_and_exit_2(db, tmp_path):
@@ -80,6 +85,9 @@ def test_demo_main_job_two_versions_and_a_second_run_makes_nothing(module_db, ti
     db = {"FRESHREC_DATABASE_URL": module_db}
     out = run(["freshrec", "demo", "--base-model", tiny_model, "--no-serve", "--device", "cpu"], db).stdout
     assert "version 1: promoted" in out and "watermark of version 2:" in out and ": equal" in out
+    # The demo ends with the API's answer for one customer, each item naming its candidate sources.
+    shown = out.split("recommendations for customer 12347 (version 2):")[1].split("step timings")[0]
+    assert "repeat" in shown and shown.count("\n") > 8
     again = run(["freshrec", "demo", "--base-model", tiny_model, "--no-serve", "--device", "cpu"], db).stdout
     assert again.count("no new rows past the watermark") == 2
     versions = run(["freshrec", "versions", "--json"], db).stdout

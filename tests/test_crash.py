@@ -70,7 +70,7 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     _load(retail_sample, until=date(2010, 12, 31))
     apply(open_store(), get_settings().feast.repo_path)
     first = run_update(TrainingArguments(epochs=1, device="cpu"), GateArguments(enabled=False),
-                       base_model=tiny_model, log=lambda *_: None)
+                       base_model=tiny_model)
     assert first.version == 1
     second_load = _load(retail_sample, since=date(2011, 1, 1))
     before, dirs_before = _state(), _artifact_dirs()

@@ -60,7 +60,7 @@ def test_compose_services_wiring_and_commands(routes):
     assert services["api"]["command"][0] == "serve"
     for name in ("migrate", "updater"):
         _check_calls(services[name]["entrypoint"][-1])
-    assert "freshrec update" in services["updater"]["entrypoint"][-1]
+    assert "freshrec update --watch" in services["updater"]["entrypoint"][-1]
 
 
 def test_k8s_manifests(routes):
@@ -84,6 +84,14 @@ def test_k8s_manifests(routes):
     assert "--device cuda" in job["command"][-1]
     _check_calls(docs[("Job", "freshrec-migrate")]["spec"]["template"]["spec"]["containers"][0]["command"][-1])
 
+    # The CPU head updater is a watcher: one replica, never two during a rollout, time to publish on SIGTERM.
+    watcher = docs[("Deployment", "freshrec-watcher")]
+    pod = watcher["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert watcher["spec"]["replicas"] == 1 and watcher["spec"]["strategy"]["type"] == "Recreate"
+    assert args[:2] == ["update", "--watch"] and pod["terminationGracePeriodSeconds"] >= 300
+    _check_calls("freshrec " + " ".join(args))
+
     config = docs[("ConfigMap", "freshrec")]["data"]
     known = set(Settings.model_fields) | {f"serving__{f}" for f in Settings.model_fields["serving"].annotation.model_fields}
     for key in config:
@@ -98,3 +106,12 @@ def test_dockerfile_pins_torch_like_pyproject():
     assert re.search(r'^ENTRYPOINT \["freshrec"\]', dockerfile, re.M)
     for path in re.findall(r"^COPY (\S+) ", dockerfile, re.M):
         assert (DEPLOY.parent / path).exists(), path
+
+
+def test_the_image_runs_in_production_unless_told_otherwise():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    env = dict(re.findall(r"(FRESHREC_\w+)=(\S+)", " ".join(re.findall(r"^ENV (.*)$", dockerfile, re.M))))
+    assert env["FRESHREC_ENVIRONMENT"] == "production"
+    # ... where the development token is refused: the image cannot serve with the public one.
+    with pytest.raises(ValueError):
+        Settings(environment=env["FRESHREC_ENVIRONMENT"])

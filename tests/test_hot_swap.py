@@ -3,7 +3,6 @@
 version, and once a client has seen the new version no later request gets the old one.
 """
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -12,17 +11,12 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from conftest import free_port
 
 from freshrec.serving import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _client(base, stop, log, failures):
@@ -56,7 +50,7 @@ def _first_seen(log, version, after):
 
 
 def test_promote_and_rollback_under_load(served_db):
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     base = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ def _load(path, **kw):
 def _update(tiny_model, **kw):
     gate = GateArguments(enabled=kw.pop("gate", True))
     args = TrainingArguments(epochs=kw.pop("epochs", 2), learning_rate=kw.pop("lr", 1e-2), **kw)
-    return run_update(args, gate, base_model=tiny_model, log=lambda *_: None)
+    return run_update(args, gate, base_model=tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,56 @@ def test_gate_rejects_a_broken_candidate_and_current_stays(two_versions, retail_
     assert metrics["candidate"]["gate"]["recall"] is not None and metrics["parent"]["gate"]["recall"] is not None
     assert metrics["gate"] == "failed" and metrics["gate_reason"].startswith("failed:")
     assert rollback(get_engine()) == 1
+
+
+def test_each_version_holds_its_ranker_with_digests_and_loads_strictly(two_versions, tmp_path):
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load as load_st
+    from safetensors.torch import save as save_st
+
+    from freshrec.registry.artifacts import IncompatibleArtifact, digest
+
+    with get_engine().connect() as conn:
+        lineage = chain(conn, 2)
+    uri = lineage[-1]["artifact_uri"]
+    manifest = json.loads(Path(uri, "manifest.json").read_text())
+    for name, sha in manifest["ranker"]["files"].items():  # the ranker's files, each with its sha256
+        assert hashlib.sha256(Path(uri, name).read_bytes()).hexdigest() == sha
+    spec = json.loads(Path(uri, "ranker.json").read_text())
+    assert spec["features"] == manifest["ranker"]["features"] and "tower_logit" in spec["features"]
+    assert lineage[-1]["metrics"]["ranker"]["examples"] > 0 and "ranker" in lineage[-1]["params"]
+    loaded = load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], 128)
+    assert loaded.ranker is not None and loaded.candidates.repeat > 0
+
+    # A re-hashed artifact that lacks a head tensor is refused, not served with a random projection.
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(uri, broken)
+    weights = load_st(Path(broken, "model.safetensors").read_bytes())
+    del weights["head.user_proj.weight"]
+    Path(broken, "model.safetensors").write_bytes(save_st(weights))
+    chain_broken = [(r["artifact_uri"], r["artifact_sha256"]) for r in lineage[:-1]] + [(str(broken), digest(str(broken)))]
+    with pytest.raises(IncompatibleArtifact, match="user_proj"):
+        load_version(chain_broken, 128)
+
+
+def test_a_head_update_on_texts_already_seen_runs_no_encoder_forward(two_versions, tiny_model):
+    """Back on version 1, an update trains on version 2's rows again: every text it needs (profiles,
+    items, the newest profiles it warms) was encoded by version 2's update, so none is encoded again."""
+    from freshrec.registry import promote
+
+    with get_engine().connect() as conn:
+        current = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
+    if current != 1:
+        promote(get_engine(), 1, reason="test: replay version 2's rows")
+    again = _update(tiny_model, gate=False)
+    cache = again.metrics["encoder_cache"]
+    assert again.status == "created" and again.metrics["rows_new"] > 0
+    assert cache["encoded"] == 0 and cache["evaluation"]["encoded"] == 0
+    assert cache["hits"] > 0 and cache["evaluation"]["hits"] > 0
+    if again.version != current:
+        promote(get_engine(), current, reason="test: back")

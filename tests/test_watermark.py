@@ -89,7 +89,7 @@ def test_a_second_updater_exits_cleanly(module_db):
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
         holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": UPDATE_LOCK})
         try:
-            outcome = run_update(TrainingArguments(), GateArguments(), log=lambda *_: None)
+            outcome = run_update(TrainingArguments(), GateArguments())
         finally:
             holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
     assert outcome.status == "locked" and outcome.message == "another update is running"

@@ -53,8 +53,10 @@ def upgrade() -> None:
     role = get_settings().feast.offline_user
     # Feast's point-in-time join falls off a planner cliff into nested loops (66k entity rows:
     # 290 s with defaults, 1.8 s without nested loops). The settings ride on a role of its own, so
-    # our other queries keep the default planner. Creating a role needs CREATEROLE; on a managed
-    # server without it, an admin creates the role, or FRESHREC_FEAST__OFFLINE_USER names another.
+    # our other queries keep the default planner. Creating a role and changing its settings need
+    # CREATEROLE; an application role on a managed server has neither: there an administrator
+    # creates the role with its settings (README, "A managed PostgreSQL"), and this only grants
+    # it read access to the tables this role owns.
     op.execute(
         f"""
         DO $$
@@ -63,12 +65,16 @@ def upgrade() -> None:
                 IF (SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
                     CREATE ROLE "{role}" LOGIN;
                 ELSE
-                    RAISE NOTICE 'cannot create role {role}: Feast will use the default planner settings';
+                    RAISE NOTICE 'cannot create role {role}: an administrator must (see the README)';
                     RETURN;
                 END IF;
             END IF;
-            ALTER ROLE "{role}" SET enable_nestloop = off;
-            ALTER ROLE "{role}" SET statement_timeout = '15min';
+            BEGIN
+                ALTER ROLE "{role}" SET enable_nestloop = off;
+                ALTER ROLE "{role}" SET statement_timeout = '15min';
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE NOTICE 'cannot change the settings of role {role}: an administrator must (see the README)';
+            END;
             GRANT USAGE ON SCHEMA public TO "{role}";
             GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}";
             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{role}";

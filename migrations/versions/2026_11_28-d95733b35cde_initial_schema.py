@@ -24,7 +24,21 @@ def _feast_schemas() -> tuple[str, str]:
 
 
 def upgrade() -> None:
-    op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    # pgvector is not a trusted extension: only a superuser (or a managed server's admin role) may
+    # create it. An application role finds it created, or gets told exactly what to ask for.
+    op.execute(
+        """
+        DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'vector') THEN
+                CREATE EXTENSION vector;
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'pgvector is not enabled in database % and role % may not enable it: '
+                            'have an administrator run CREATE EXTENSION vector there', current_database(), current_user;
+        END $$
+        """
+    )
     # Feast's registry and online tables have generic names ("projects", "feature_views", ...):
     # they get schemas of their own so they never collide with ours.
     for schema in _feast_schemas():

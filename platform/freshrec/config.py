@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_TOKEN = "freshrec-dev-token"
+MIN_TOKEN_CHARS = 16
 # The repository checkout that holds feature_repo/ when installed with `pip install -e .`.
 _CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +23,8 @@ class FeastSettings(BaseModel):
     # A separate role for Feast's offline reads: it carries enable_nestloop=off and a
     # statement_timeout, which PostgreSQL's planner needs for Feast's point-in-time join.
     offline_user: str = "freshrec_feast"
+    # Its password, where the server checks passwords (unset: the main user's, if it is the same role).
+    offline_password: SecretStr | None = None
     registry_schema: str = "feast_registry"
     online_schema: str = "feast_online"
     profile_length: int = Field(20, description="items in a user's profile text")
@@ -37,6 +40,10 @@ class ServingSettings(BaseModel):
     require_token_for_reads: bool = False
 
 
+class IngestSettings(BaseModel):
+    max_future_seconds: float = Field(300.0, ge=0, description="how far ahead of now an event_time may be (clock skew)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRESHREC_", env_nested_delimiter="__", extra="ignore")
 
@@ -48,11 +55,18 @@ class Settings(BaseSettings):
     base_model: str | None = Field(default=None, description="local Hugging Face encoder; default MiniLM")
     feast: FeastSettings = FeastSettings()
     serving: ServingSettings = ServingSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @model_validator(mode="after")
-    def _refuse_default_token_in_production(self) -> Settings:
-        if self.environment != "development" and self.api_token.get_secret_value() == DEFAULT_API_TOKEN:
+    def _refuse_weak_tokens_in_production(self) -> Settings:
+        if self.environment == "development":
+            return self
+        token = self.api_token.get_secret_value()
+        if token == DEFAULT_API_TOKEN:
             raise ValueError("FRESHREC_API_TOKEN must be set to a secret value outside development")
+        if len(token.strip()) < MIN_TOKEN_CHARS:
+            # An empty token would let "Authorization: Bearer " through.
+            raise ValueError(f"FRESHREC_API_TOKEN must have at least {MIN_TOKEN_CHARS} characters outside development")
         return self
 
     @property

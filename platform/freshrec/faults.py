@@ -2,18 +2,26 @@
 
 ``FRESHREC_CRASH_AT=<point>`` makes the process SIGKILL itself when it reaches that point: a real,
 uncatchable kill at an exact place, which an outside ``kill -9`` could only hit by luck. Unset (the
-default), a crash point costs one dictionary lookup.
+default), a crash point costs one dictionary lookup. Tests may also hang a callback on a point
+(``hooks``), to act at an exact moment from inside: an operator's rollback while an update trains.
 """
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 CRASH_ENV = "FRESHREC_CRASH_AT"
 POINTS = ("after-cut", "training", "artifact-written", "before-commit")
 
 
+hooks: dict[str, Callable[[], None]] = {}
+
+
 def crash_point(name: str) -> None:
     assert name in POINTS, name
+    hook = hooks.pop(name, None)  # runs once
+    if hook is not None:
+        hook()
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)

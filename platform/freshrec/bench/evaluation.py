@@ -71,7 +71,7 @@ def pipeline_ranked(snap: Snapshot, engine, week: TestWeek) -> list[list[str]]:
 
 
 def _user_vecs(snap: Snapshot, week: TestWeek) -> np.ndarray:
-    return np.stack([snap.user_vector(u, week.features[u]["user_text"], week.features[u]["ts"]) for u in week.users])
+    return snap.user_vectors([(u, week.features[u]["user_text"], week.features[u]["ts"]) for u in week.users])
 
 
 def tower_ranked(snap: Snapshot, week: TestWeek) -> list[list[str]]:

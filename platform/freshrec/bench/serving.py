@@ -2,8 +2,9 @@
 
 The server runs as its own process (``freshrec serve``) on the loaded database; this process is
 the load generator (asyncio + httpx, one connection per concurrent client). For each endpoint
-and concurrency it reports p50/p99 latency and throughput; the same users go through
-``FeatureStore.get_online_features`` directly, as the floor the API is built on. The retrieval
+and concurrency it reports p50/p99 latency and throughput; the same users' features
+come from Feast's own HTTP feature server (``feast serve``) and from ``get_online_features`` in
+process, as the floor the API is built on. The retrieval
 table compares the in-process exact index with pgvector's HNSW on the same query vectors.
 """
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _row(target: str, concurrency: int, latencies: list[float], seconds: float, 
             "throughput_rps": len(latencies) / seconds, "errors": errors}
 
 
-async def _http_load(base: str, paths: list[str], concurrency: int, seconds: float) -> tuple[list[float], int, float]:
+async def _http_load(base: str, paths: list, concurrency: int, seconds: float) -> tuple[list[float], int, float]:
+    """GET each path (or POST, for a (path, json) pair) from ``concurrency`` clients for ``seconds``."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -48,7 +50,8 @@ async def _http_load(base: str, paths: list[str], concurrency: int, seconds: flo
             i = offset
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                r = await http.get(paths[i % len(paths)])
+                target = paths[i % len(paths)]
+                r = await (http.post(target[0], json=target[1]) if isinstance(target, tuple) else http.get(target))
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                 else:
@@ -80,13 +83,13 @@ def _feast_load(store, users: list[str], concurrency: int, seconds: float) -> tu
     return [x for p in parts for x in p], time.perf_counter() - started
 
 
-def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"freshrec serve exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -94,24 +97,30 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None
     raise RuntimeError("freshrec serve did not become ready")
 
 
-def workload(engine, n: int = 5000, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Real users with a profile (shuffled), and search queries made of real item titles' first words."""
+# Returning users: active in the serving version's own cut, so the updater warmed their newest
+# profile's encoder state into the cache; the others come back after longer and are encoded.
+_USERS = """
+SELECT user_id, user_id IN (SELECT i.user_id FROM interactions i JOIN watermarks w ON w.version = :v
+                            WHERE i.ingest_xid >= w.xid_from AND i.ingest_xid < w.xid_to) AS returning
+FROM (SELECT DISTINCT user_id FROM user_profiles) u ORDER BY md5(user_id || :s) LIMIT :n"""
+
+
+def workload(engine, version: int, n: int = 5000, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Returning and other real users (shuffled), and search queries made of real item titles' first words."""
     with engine.connect() as conn:
-        users = [r[0] for r in conn.execute(sa.text(
-            "SELECT user_id FROM (SELECT DISTINCT user_id FROM user_profiles) u ORDER BY md5(user_id || :s) LIMIT :n"),
-            {"s": str(seed), "n": n})]
+        users = conn.execute(sa.text(_USERS), {"v": version, "s": str(seed), "n": n}).all()
         titles = [r[0] for r in conn.execute(sa.text(
             "SELECT title FROM items ORDER BY md5(item_id || :s) LIMIT :n"), {"s": str(seed), "n": n})]
     queries = [" ".join(t.lower().split()[:2]) for t in titles]
-    return users, queries
+    return [u for u, back in users if back], [u for u, back in users if not back], queries
 
 
-def retrieval_comparison(engine, version: int, k: int = 20, n: int = 200) -> list[dict]:
+def retrieval_comparison(engine, store, version: int, k: int = 20, n: int = 200) -> list[dict]:
     """Exact in-process search against pgvector HNSW on the same query vectors: latency and recall@k."""
     from freshrec.serving.snapshot import load_snapshot
 
-    snap = load_snapshot(engine, version)
-    _, queries = workload(engine, n)
+    snap = load_snapshot(engine, version, store)
+    _, _, queries = workload(engine, version, n)
     vecs = snap.embed(queries)
     exact_ms, hnsw_ms, recall = [], [], []
     with engine.connect() as conn:
@@ -133,17 +142,41 @@ def retrieval_comparison(engine, version: int, k: int = 20, n: int = 200) -> lis
     return rows
 
 
+def _feast_serve(port: int) -> subprocess.Popen:
+    """Feast's own HTTP feature server on the same repository and database."""
+    from freshrec.config import get_settings
+    from freshrec.features import feast_environment
+    from freshrec.db import database_url
+
+    settings = get_settings()
+    env = {**os.environ, **feast_environment(database_url(settings), settings)}
+    feast = str(Path(sys.executable).parent / "feast")
+    return subprocess.Popen([feast, "-c", str(settings.feast.repo_path), "serve", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _cells(base: str, targets: dict, concurrencies: list[int], seconds: float, echo) -> list[dict]:
+    rows = []
+    for target, paths_for in targets.items():
+        for c in concurrencies:
+            latencies, errors, took = asyncio.run(_http_load(base, paths_for(), c, seconds))
+            rows.append(_row(target, c, latencies, took, errors))
+            echo(f"{target:<44} c={c:<3} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
+                 f"{rows[-1]['throughput_rps']:7.1f} req/s")
+    return rows
+
+
 def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, command: str, echo=print) -> dict:
     from freshrec.config import get_settings
     from freshrec.db import get_engine
-    from freshrec.features import open_store
+    from freshrec.features import USER_ACTIVITY, USER_TEXT, open_store
 
     engine = get_engine()
     with engine.connect() as conn:
         version = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
     if version is None:
         raise ValueError("no current version: run `freshrec demo` or `freshrec update` first")
-    users, queries = workload(engine)
+    returning, others, queries = workload(engine, version)
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "FRESHREC_SERVING__PORT": str(port)}
     server = subprocess.Popen([sys.executable, "-m", "freshrec", "serve", "--port", str(port)], env=env,
@@ -151,37 +184,55 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
     rows = []
     try:
         _wait_ready(base, server)
-        hot = [f"/v1/users/{u}/recommendations?k=20" for u in users[:50]]
-        # Users not asked for before: Feast read + user tower + index. Each cell takes its own share
-        # (a cell that runs through its share wraps around onto cached users: see "distinct users").
-        share = max(1, (len(users) - 50) // len(concurrencies))
-        cold = iter([users[50 + n * share : 50 + (n + 1) * share] for n in range(len(concurrencies))])
+        hot = [f"/v1/users/{u}/recommendations?k=20" for u in others[:50]]
+        asyncio.run(_http_load(base, hot, 1, 3.0))  # warm-up: these 50 land in the process's own cache
+        # Each cell takes users of its own, never asked for before in this process (a cell that runs
+        # through its share wraps around onto users it has asked for: see the request counts).
+        shares = {name: iter(np.array_split(np.array(group, dtype=object), len(concurrencies)))
+                  for name, group in (("returning", returning), ("cold", others[50:]))}
         targets = {
-            "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(cold)],
-            # 50 users already asked for: the (user, feature timestamp, version) cache answers.
+            # The updater warmed these users' newest profiles: the encoder-state cache answers.
+            "recommendations, returning user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(shares["returning"])],
+            # Profiles no update has seen: the user tower runs (micro-batched across requests).
+            "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(shares["cold"])],
+            # Asked for in this process already: its own (user, profile, version) cache answers.
             "recommendations, cached user": lambda: hot,
             "search (query through the user tower)": lambda: [f"/v1/search?q={q}&k=20" for q in queries],
         }
-        asyncio.run(_http_load(base, hot, 1, 3.0))  # warm-up, and the hot users' cache entries
-        for target, paths_for in targets.items():
-            for c in concurrencies:
-                latencies, errors, took = asyncio.run(_http_load(base, paths_for(), c, seconds))
-                rows.append(_row(target, c, latencies, took, errors))
-                echo(f"{target:<38} c={c:<3} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
-                     f"{rows[-1]['throughput_rps']:7.1f} req/s")
+        rows += _cells(base, targets, concurrencies, seconds, echo)
     finally:
         server.terminate()
         server.wait(30)
+    feast_port = port + 1
+    feast = _feast_serve(feast_port)
+    try:
+        _wait_ready(f"http://127.0.0.1:{feast_port}", feast, path="/health")
+        body = lambda u: ("/get-online-features", {"features": [USER_TEXT, *USER_ACTIVITY], "entities": {"user_id": [u]}})  # noqa: E731
+        asyncio.run(_http_load(f"http://127.0.0.1:{feast_port}", [body(u) for u in returning[:50]], 1, 3.0))
+        rows += _cells(f"http://127.0.0.1:{feast_port}", {
+            "feast serve: the same users' features (HTTP)": lambda: [body(u) for u in returning]}, concurrencies,
+            seconds, echo)
+    finally:
+        feast.terminate()
+        feast.wait(30)
     store = open_store(get_settings())
-    _feast_load(store, users, 1, 1.0)  # warm-up
+    _feast_load(store, returning, 1, 1.0)  # warm-up
     for c in concurrencies:
-        latencies, took = _feast_load(store, users, c, seconds)
-        rows.append(_row("Feast get_online_features (baseline)", c, latencies, took, 0))
-        echo(f"{'Feast online read (baseline)':<38} c={c:<3} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
-             f"{rows[-1]['throughput_rps']:7.1f} req/s")
-    retrieval = retrieval_comparison(engine, version)
-    report.write(out_dir, "serve", rows, command, COLUMNS, {"version": version, "seconds_per_cell": seconds})
+        latencies, took = _feast_load(store, returning, c, seconds)
+        rows.append(_row("Feast get_online_features, in-process", c, latencies, took, 0))
+        echo(f"{'Feast get_online_features, in-process':<44} c={c:<3} p50 {rows[-1]['p50_ms']:7.1f} ms  "
+             f"p99 {rows[-1]['p99_ms']:7.1f} ms  {rows[-1]['throughput_rps']:7.1f} req/s")
+    ratios = {}
+    for c in concurrencies:
+        ours = next(r for r in rows if r["target"] == "recommendations, returning user" and r["concurrency"] == c)
+        theirs = next(r for r in rows if r["target"].startswith("feast serve") and r["concurrency"] == c)
+        ratios[f"c={c}"] = ours["p99_ms"] / theirs["p99_ms"]
+        echo(f"returning-user recommendation p99 / feast serve p99 at c={c}: {ratios[f'c={c}']:.2f}")
+    retrieval = retrieval_comparison(engine, store, version)
+    report.write(out_dir, "serve", rows, command, COLUMNS, {"version": version, "seconds_per_cell": seconds,
+                                                           "p99_ratio_returning_vs_feast_serve": ratios,
+                                                           "returning_users": len(returning)})
     report.write(out_dir, "retrieval", retrieval, command)
     echo(report.markdown_table(rows, COLUMNS))
     echo(report.markdown_table(retrieval))
-    return {"load": rows, "retrieval": retrieval}
+    return {"load": rows, "retrieval": retrieval, "ratios": ratios}

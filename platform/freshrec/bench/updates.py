@@ -125,17 +125,19 @@ def _base_model(name: str, scratch: Path) -> str:
 
 def _update(platform: Platform, args: TrainingArguments, gate: GateArguments, base_model: str) -> dict:
     with Meter() as meter:
-        outcome = run_update(args, gate, base_model=base_model, settings=platform.settings, log=lambda *_: None)
+        outcome = run_update(args, gate, base_model=base_model, settings=platform.settings, trigger="bench")
     cost = {"update_s": meter.seconds, "peak_rss_mib": meter.mib, "other_cpu": meter.other_cpu}
     if outcome.status != "created":
         return {**cost, "train_s": 0.0, "rows": 0, "pairs": 0, "promoted": None}
     with platform.engine.connect() as conn:
         timings = conn.execute(sa.text("SELECT timings FROM model_versions WHERE version = :v"), {"v": outcome.version}).scalar()
     m = outcome.metrics
-    return {**cost, "train_s": timings["train_s"] + timings["ranker_s"], "tower_s": timings["train_s"],
+    # Where the time went, step by step (the version's own timings), for every strategy.
+    steps = {f"step_{k}": v for k, v in timings.items()}
+    return {**cost, **steps, "train_s": timings["train_s"] + timings["ranker_s"], "tower_s": timings["train_s"],
             "ranker_s": timings["ranker_s"], "rows": m["rows_new"] + m["rows_replay"], "pairs": m["rows_seen"],
             "ranker_examples": m["ranker"]["examples"], "promoted": outcome.promoted,
-            "encoded_texts": m["encoder_cache"].get("encoded", 0)}
+            "encoded_texts": m["encoder_cache"].get("encoded", 0) + m["encoder_cache"]["evaluation"].get("encoded", 0)}
 
 
 def _full_retrain(platform: Platform, args: TrainingArguments, ranker_args: RankerArguments,

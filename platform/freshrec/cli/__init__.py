@@ -7,7 +7,9 @@
     freshrec load items FILE | load interactions FILE
     freshrec features apply | features materialize
     freshrec update [--strategy head|lora|full] [--base-model PATH] [--no-gate]
-    freshrec versions [--json] | lineage VERSION [--json] | promote VERSION | rollback
+    freshrec versions [--json] | lineage VERSION [--json] | promote VERSION | rollback | history
+    freshrec update --watch [--min-rows N] [--max-age S]   # keep updating as rows arrive
+    freshrec status | history | cache status|prune
     freshrec serve [--host H] [--port P]             # the REST API
     freshrec bench train|serve|updates
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from freshrec.cli import bench, db, features, load, models
+from freshrec.cli import bench, db, features, load, models, status
 from freshrec.cli.demo import demo
 from freshrec.cli.serve import serve
 
@@ -24,9 +26,11 @@ app.add_typer(db.app, name="db")
 app.add_typer(load.app, name="load")
 app.add_typer(features.app, name="features")
 app.add_typer(bench.app, name="bench")
+app.add_typer(status.cache_app, name="cache")
 app.command()(demo)
 app.command()(serve)
-for verb in (models.update, models.versions, models.lineage, models.promote, models.rollback):
+app.command()(status.status)
+for verb in (models.update, models.versions, models.lineage, models.promote, models.rollback, models.history):
     app.command()(verb)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -24,6 +23,10 @@ def user_errors() -> Iterator[None]:
     except DatabaseError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(1) from None
+    except sa.exc.DBAPIError as err:  # the server said no (permissions, a missing extension): say what it said
+        message = str(getattr(err.orig, "diag", None) and err.orig.diag.message_primary or err.orig).strip()
+        typer.secho(f"error: the database refused: {message}", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 def migrated_engine(migrate: bool = False) -> Engine:
@@ -41,13 +44,19 @@ def migrated_engine(migrate: bool = False) -> Engine:
     return engine
 
 
-def echo_table(rows: list[dict], file=None) -> None:
-    """Rows as an aligned text table."""
+def echo_table(rows: list[dict], title: str | None = None) -> None:
+    """Rows as a rich table on stdout (wide enough not to wrap when piped)."""
+    from rich.console import Console
+    from rich.table import Table
+
     if not rows:
-        typer.echo("(none)", file=file)
+        typer.echo("(none)")
         return
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    typer.echo("  ".join(c.ljust(widths[c]) for c in cols), file=file or sys.stdout)
-    for r in rows:
-        typer.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols), file=file or sys.stdout)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in rows[0]:
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+                        for v in row.values()))
+    console = Console()
+    Console(width=max(console.width, 200) if not console.is_terminal else None).print(table)

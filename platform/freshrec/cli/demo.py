@@ -6,7 +6,9 @@
 4. load the next week (to 2011-03-06), materialize, ``update``: version 2, fine-tuned from version 1
    on exactly that week's rows;
 5. print the versions and their watermarks;
-6. serve the API from the current version (``--no-serve`` stops before).
+6. show the current version's recommendations for one customer, each item with the candidate
+   sources that proposed it (the API's own code path);
+7. serve the API from the current version (``--no-serve`` stops before).
 
 Run again on the same home, it loads nothing new and makes no version.
 """
@@ -25,6 +27,7 @@ from freshrec.config import get_settings
 from freshrec.db import database_url, get_engine, require_pgvector, upgrade
 from freshrec.ingest import online_retail_batch, write_batch
 
+DEMO_USER = "12347"
 FIRST_WEEKS_UNTIL = date(2011, 2, 27)  # 13 weeks from the data set's first day, 2010-12-01
 NEXT_WEEK_UNTIL = date(2011, 3, 6)
 
@@ -47,11 +50,13 @@ def _load(settings, until: date) -> int:
 
 
 def _update(settings, base_model: str | None, strategy: str, device: str):
+    from freshrec.logs import configure
     from freshrec.updater import run_update
     from freshrec.training.args import GateArguments, TrainingArguments
 
+    configure(fmt="    %(message)s")  # the demo's own layout; `freshrec update` logs with timestamps
     outcome = run_update(TrainingArguments(strategy=strategy, device=device), GateArguments(), base_model=base_model,
-                         settings=settings, log=lambda line: typer.echo(f"    {line}"))
+                         settings=settings, trigger="demo")
     typer.echo(f"    {outcome.message}")
     return outcome
 
@@ -89,6 +94,24 @@ def run_demo(base_model: str | None = None, strategy: str = "head", device: str 
     return timings
 
 
+def _show_recommendations(user_id: str, k: int = 8) -> None:
+    """What the API answers this customer now: the current version's pipeline, with each item's sources."""
+    from freshrec.features import online_users, open_store
+    from freshrec.serving.snapshot import load_snapshot
+
+    engine, store = get_engine(), open_store()
+    with engine.connect() as conn:
+        version = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
+    if version is None:
+        return
+    snap = load_snapshot(engine, version, store)
+    with engine.connect() as conn:
+        hits = snap.recommend(conn, online_users(store, [user_id]), k)[user_id] or snap.popular_hits(k)
+    typer.secho(f"\nrecommendations for customer {user_id} (version {version}):", bold=True)
+    echo_table([{"item_id": h.item_id, "title": h.title, "score": f"{h.score:.3f}", "sources": ", ".join(h.sources)}
+                for h in hits])
+
+
 def demo(
     base_model: str = typer.Option(None, help="local Hugging Face encoder; default: the bundled MiniLM"),
     strategy: str = typer.Option("head", help="head, lora or full"),
@@ -105,9 +128,13 @@ def demo(
     typer.secho("\nversions:", bold=True)
     echo_table([{k: v[k] for k in ("version", "parent", "status", "strategy", "rows", "xid_from", "xid_to", "current")}
                 for v in versions])
+    _show_recommendations(DEMO_USER)
     typer.secho("\nstep timings:", bold=True)
     echo_table(timings)
-    typer.echo('\naudit: freshrec lineage 2 --json;  eval "$(freshrec env)"; psql -c "select * from watermark_audit"')
+    typer.echo('\naudit: freshrec lineage 2 --json;  freshrec history;  eval "$(freshrec env)"; '
+               'psql -c "select * from watermark_audit"')
+    typer.echo("keep it fresh: freshrec update --watch   (in another terminal; then `freshrec load ...` or POST /v1/events,"
+               " and `freshrec status`)")
     if serve:
         from freshrec.cli.serve import serve as run_server
 

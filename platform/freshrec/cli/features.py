@@ -22,10 +22,14 @@ def apply_cmd() -> None:
 
 @app.command("materialize")
 def materialize_cmd() -> None:
-    """Write every feature row ingested since the last run into the online store, up to now."""
+    """Write every feature row committed since the last run into the online store (a transaction-horizon
+    cursor: late commits and backfills included), after rebuilding the daily item aggregates."""
     from freshrec.features import materialize, open_store
 
     with user_errors():
         migrated_engine()
-        start, end = materialize(open_store())
-    typer.echo(f"materialized event times {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}")
+        window = materialize(open_store())
+    if window is None:
+        typer.echo("nothing new to materialize")
+    else:
+        typer.echo(f"materialized event times {window[0]:%Y-%m-%d %H:%M} .. {window[1]:%Y-%m-%d %H:%M}")

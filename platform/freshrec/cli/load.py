@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -60,4 +60,4 @@ def items(path: Path) -> None:
 def interactions(path: Path) -> None:
     """An event log: event_key, user_id, item_id, event_type, event_time [, quantity, query]."""
     with user_errors():
-        write(interactions_batch(path), str(path))
+        write(interactions_batch(path, timedelta(seconds=get_settings().ingest.max_future_seconds)), str(path))

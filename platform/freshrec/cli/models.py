@@ -7,13 +7,17 @@ import typer
 
 from freshrec.cli._common import echo_table, migrated_engine, user_errors
 
-def _option(name: str, *flags: str):
-    """A typer option whose default and help come from TrainingArguments: one source of truth."""
+
+def _option(name: str, *flags: str, source: str = "train"):
+    """A typer option whose default and help come from the arguments dataclass: one source of truth."""
     from dataclasses import fields
 
-    from freshrec.training.args import TrainingArguments
+    if source == "watch":
+        from freshrec.updater.args import WatchArguments as spec_class
+    else:
+        from freshrec.training.args import TrainingArguments as spec_class
 
-    spec = next(f for f in fields(TrainingArguments) if f.name == name)
+    spec = next(f for f in fields(spec_class) if f.name == name)
     return typer.Option(spec.default, *flags, help=spec.metadata["help"])
 
 
@@ -31,21 +35,34 @@ def update(
     device: str = _option("device"),
     seed: int = _option("seed"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="compare with the parent before promoting"),
-    tolerance: float = typer.Option(0.02, help="a candidate may trail its parent by this much (absolute)"),
+    tolerance: float = typer.Option(0.1, help="a candidate may trail its parent by this fraction of the parent's score"),
+    watch: bool = typer.Option(False, "--watch", help="keep running: update whenever enough new rows are in"),
+    min_rows: int = _option("min_rows", source="watch"),
+    max_age: float = _option("max_age", source="watch"),
+    poll: float = _option("poll", source="watch"),
+    backoff: float = _option("backoff", source="watch"),
 ) -> None:
-    """Fine-tune on the rows past the watermark and publish a new version.
+    """Fine-tune on the rows past the watermark and publish a new version (or, with --watch, keep doing so).
 
     Under `torchrun --nproc-per-node N -m freshrec update ...` the ranks train together (DDP) and rank 0 publishes.
     """
-    from freshrec.updater import run_update
+    from freshrec.logs import configure
     from freshrec.training.args import GateArguments, TrainingArguments
+    from freshrec.updater import run_update
 
     with user_errors():
         migrated_engine()
         args = TrainingArguments(strategy=strategy, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                  l2_to_parent=l2_to_parent, negatives=negatives, negative_sampler=negative_sampler,
                                  replay_fraction=replay_fraction, lora_rank=lora_rank, device=device, seed=seed)
-        outcome = run_update(args, GateArguments(enabled=gate, tolerance=tolerance), base_model=base_model, log=typer.echo)
+        gating = GateArguments(enabled=gate, tolerance=tolerance)
+        configure()
+        if watch:
+            from freshrec.updater.args import WatchArguments
+            from freshrec.updater.watch import watch as run_watch
+
+            raise typer.Exit(run_watch(args, gating, WatchArguments(min_rows, max_age, poll, backoff), base_model))
+        outcome = run_update(args, gating, base_model=base_model)
     typer.echo(outcome.message)
 
 
@@ -82,9 +99,18 @@ def promote(version: int, reason: str = typer.Option("manual promotion")) -> Non
 
 
 def rollback(reason: str = typer.Option("manual rollback")) -> None:
-    """Point back at the version that was current before this one."""
+    """Undo the newest promotion still in effect: each call walks one step back through the history."""
     from freshrec.registry.versions import rollback as do_rollback
 
     with user_errors():
         version = do_rollback(migrated_engine(), reason=reason)
     typer.echo(f"rolled back: version {version} is current")
+
+
+def history(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every move of the serving pointer: promotions and rollbacks, who, when and why."""
+    from freshrec.registry.versions import history as moves
+
+    with user_errors(), migrated_engine().connect() as conn:
+        rows = moves(conn)
+    typer.echo(json.dumps(rows, default=str, indent=2)) if as_json else echo_table(rows)

@@ -35,6 +35,11 @@ class XID8(UserDefinedType):
         return "xid8"
 
 
+def _written() -> Mapped[Any]:
+    """The transaction that wrote the row: materialization cursors cut by it, like the watermark."""
+    return mapped_column(XID8, server_default=sa.text("pg_current_xact_id()"), index=True)
+
+
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -60,6 +65,7 @@ class Item(Base):
     # Event-time clock: since when this text describes the item (Feast's point-in-time key).
     valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = _created()
+    written_xid: Mapped[Any] = _written()
 
 
 class Interaction(Base):
@@ -95,6 +101,7 @@ class UserProfile(Base):
     # Distinct moments (baskets) so far: how active the user is, a ranker feature served by Feast.
     n_baskets: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     ingested_at: Mapped[datetime] = _created()
+    written_xid: Mapped[Any] = _written()
 
 
 class ItemDailyStats(Base):
@@ -114,6 +121,27 @@ class ItemDailyStats(Base):
     buyers: Mapped[int] = mapped_column(sa.Integer)  # distinct users who ever bought it
     repeat_buyers: Mapped[int] = mapped_column(sa.Integer)  # ... in two or more baskets
     refreshed_at: Mapped[datetime] = _created()
+    written_xid: Mapped[Any] = _written()
+
+
+UPDATE_RUN_STATUSES = ("running", "created", "no-new-rows", "locked", "failed", "abandoned")
+
+
+class UpdateRun(Base):
+    """One run of the updater, whatever came of it: what `freshrec status` and /metrics report."""
+
+    __tablename__ = "update_runs"
+    __table_args__ = (sa.CheckConstraint(f"status IN {UPDATE_RUN_STATUSES}", name="status"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    started_at: Mapped[datetime] = _created()
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.version"))
+    rows: Mapped[int | None] = mapped_column(sa.BigInteger)  # rows in its cut
+    message: Mapped[str] = mapped_column(sa.Text, server_default="")
+    trigger: Mapped[str] = mapped_column(sa.Text, server_default="cli")  # cli, watch, bench, api
+    host: Mapped[str] = mapped_column(sa.Text, server_default="")
+    pid: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 class FeatureCursor(Base):

@@ -9,6 +9,16 @@ from freshrec.config import Settings, get_settings
 from freshrec.db.engine import connection_parts, database_url
 
 
+def _offline_password(parts: dict[str, str], settings: Settings) -> str:
+    """The offline role's own password; the main one only when Feast reads as the main role itself.
+
+    Handing one role's password to another would fail on any server that checks passwords.
+    """
+    if settings.feast.offline_password is not None:
+        return settings.feast.offline_password.get_secret_value()
+    return parts["password"] if settings.feast.offline_user == parts["user"] else ""
+
+
 def feast_environment(url: str, settings: Settings) -> dict[str, str]:
     """Variables for Feast's YAML and for plain psql, all pointing at ``url``."""
     parts = connection_parts(url)
@@ -29,6 +39,7 @@ def feast_environment(url: str, settings: Settings) -> dict[str, str]:
         "FRESHREC_PGPASSWORD": parts["password"],
         "FRESHREC_PGSSLMODE": sslmode,
         "FRESHREC_FEAST_OFFLINE_USER": settings.feast.offline_user,
+        "FRESHREC_FEAST_OFFLINE_PASSWORD": _offline_password(parts, settings),
         "FRESHREC_FEAST_ONLINE_SCHEMA": settings.feast.online_schema,
         "FRESHREC_FEAST_REGISTRY_URL": registry_url,
         "PGHOST": parts["host"],

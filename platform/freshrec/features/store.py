@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.config import Settings, get_settings
+from freshrec.db import cursors
 from freshrec.db.engine import get_engine
 from freshrec.features.environment import apply_environment
 from freshrec.ingest.aggregates import catch_up
@@ -21,7 +23,13 @@ USER_ACTIVITY = ["user_text:n_events", "user_text:n_baskets"]
 ITEM_STATS = ["item_stats:events_7d", "item_stats:events_28d", "item_stats:buyers", "item_stats:repeat_buyers"]
 # What a version reads from Feast: the towers' texts, and the ranker's per-user and per-item features.
 FEATURE_REFS = [USER_TEXT, ITEM_TEXT, *USER_ACTIVITY, *ITEM_STATS]
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Feast's PostgreSQL online store keeps one connection per process (conn_type: singleton) and flips
+# its autocommit per call: two threads at once fail with "can't change 'autocommit' now:
+# connection in transaction status INTRANS" (8% of concurrent event batches did). Its pool mode
+# would not do either: it returns a connection to the pool only when the call succeeds. So a
+# process makes its online calls one at a time; they take about a millisecond.
+_ONLINE = threading.Lock()
 
 
 def open_store(settings: Settings | None = None):
@@ -49,35 +57,45 @@ def apply(store, repo_path: Path) -> list[str]:
     return sorted(f"{type(o).__name__}:{o.name}" for o in objects)
 
 
-def _last_materialized_at(store) -> datetime | None:
-    ends = [end for fv in store.list_feature_views() for _, end in fv.materialization_intervals]
-    return max(ends) if ends else None
+ONLINE_CURSOR = "online_store"
+_MATERIALIZE_LOCK = 0x6D617465  # "mate": one materialization at a time per database
+# The feature rows written by transactions in [cursor, horizon): where the next window starts and ends.
+_CHANGED = """
+SELECT min(valid_from), max(valid_from) FROM (
+    SELECT valid_from FROM user_profiles WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)
+    UNION ALL SELECT valid_from FROM items WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)
+    UNION ALL SELECT valid_from FROM item_daily_stats
+              WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)) changed"""
 
 
-def materialize(store, end: datetime | None = None, engine=None) -> tuple[datetime, datetime]:
-    """Fill the online store with every feature row written since the last run, up to ``end``.
+def materialize(store, end: datetime | None = None, engine=None) -> tuple[datetime, datetime] | None:
+    """Fill the online store with every feature row written since the last run; None if there was none.
 
-    ``feast materialize-incremental`` starts where the last run ended, in *event* time, so rows
-    loaded later with older timestamps (a backfill, or replaying a data set week by week) would
-    never reach the online store. This starts instead at the oldest event time among rows
-    *ingested* since the last run; Feast writes each entity's newest row in the window.
+    The window is found by transaction horizon (``freshrec.db.cursors``), as the updater finds its
+    rows: it starts at the oldest ``valid_from`` among rows written by transactions that ended since
+    the last run, so a load that commits after a run started, or a backfill of old event times,
+    is never skipped. (``feast materialize-incremental`` starts where its last run ended, in event
+    time, and misses both.) Feast writes each entity's newest row in the window.
     """
-    end = end or datetime.now(timezone.utc)
-    last = _last_materialized_at(store)
     engine = engine or get_engine()
     catch_up(engine)  # the daily item aggregates, for rows that came in since the last load or run
-    with engine.connect() as conn:
-        start = conn.execute(
-            sa.text(
-                "SELECT least((SELECT min(valid_from) FROM user_profiles WHERE ingested_at > :since),"
-                "             (SELECT min(valid_from) FROM items WHERE updated_at > :since),"
-                "             (SELECT min(valid_from) FROM item_daily_stats WHERE refreshed_at > :since))"
-            ),
-            {"since": last or EPOCH},
-        ).scalar()
-    start = start or end
-    store.materialize(start_date=start, end_date=end)
-    return start, end
+    # A session lock on an autocommit connection: no transaction stays open (it would hold back the
+    # horizon) while Feast writes.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MATERIALIZE_LOCK})
+        try:
+            upto, since = cursors.horizon(conn), cursors.read(conn, ONLINE_CURSOR)
+            start, newest = conn.execute(sa.text(_CHANGED), {"a": since, "b": upto}).one()
+            window = None
+            if start is not None:
+                # Rows stamped ahead of now (the end of today's aggregate) still belong in this window.
+                end = max(end or datetime.now(timezone.utc), newest)
+                store.materialize(start_date=start, end_date=end)
+                window = (start, end)
+            cursors.write(conn, ONLINE_CURSOR, upto)
+            return window
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MATERIALIZE_LOCK})
 
 
 def historical_features(store, entity_sql: str) -> pd.DataFrame:
@@ -98,8 +116,9 @@ def online_user_texts(store, user_ids: list[str]) -> dict[str, tuple[str | None,
 
 def online_users(store, user_ids: list[str]) -> dict[str, dict]:
     """Each user's newest profile text, activity counts and feature timestamp, from the online store."""
-    rows = store.get_online_features(features=[USER_TEXT, *USER_ACTIVITY], entity_rows=[{"user_id": u} for u in user_ids]
-                                     ).to_dict(include_event_timestamps=True)
+    with _ONLINE:
+        rows = store.get_online_features(features=[USER_TEXT, *USER_ACTIVITY],
+                                         entity_rows=[{"user_id": u} for u in user_ids]).to_dict(include_event_timestamps=True)
     return {u: {"user_text": rows["user_text"][i], "ts": rows["user_text__ts"][i],
                 "n_events": rows["n_events"][i] or 0, "n_baskets": rows["n_baskets"][i] or 0}
             for i, u in enumerate(rows["user_id"])}
@@ -107,7 +126,8 @@ def online_users(store, user_ids: list[str]) -> dict[str, dict]:
 
 def online_item_stats(store, item_ids: list[str]) -> pd.DataFrame:
     """The newest daily aggregates of these items, from the online store (zeros for unknown items)."""
-    rows = store.get_online_features(features=ITEM_STATS, entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
+    with _ONLINE:
+        rows = store.get_online_features(features=ITEM_STATS, entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
     frame = pd.DataFrame({name.split(":")[1]: rows[name.split(":")[1]] for name in ITEM_STATS}, index=rows["item_id"])
     return frame.fillna(0).astype("int64")
 
@@ -120,5 +140,6 @@ def push_user_profiles(store, conn, user_ids: list[str]) -> int:
         sa.text("SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, n_baskets, valid_from "
                 "FROM user_profiles WHERE user_id = ANY(:ids) ORDER BY user_id, valid_from DESC"),
         conn, params={"ids": list(user_ids)})
-    store.write_to_online_store("user_text", frame)
+    with _ONLINE:
+        store.write_to_online_store("user_text", frame)
     return len(frame)

@@ -24,6 +24,8 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from freshrec.db import cursors
+
 # One refresh at a time: two loaders rebuilding the same days from two snapshots would each
 # miss the other's rows. Under READ COMMITTED the statement after the lock sees every commit.
 _LOCK = 0x69746D73  # "itms"
@@ -112,17 +114,12 @@ def catch_up(engine: Engine) -> int:
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
         # Every transaction below the horizon has ended: none of them can add a row behind the cursor later.
-        horizon = conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar()
-        previous = conn.execute(sa.text("SELECT xid_horizon::text FROM feature_cursors WHERE name = :n"),
-                                {"n": CURSOR}).scalar() or "0"
-        if int(horizon) <= int(previous):
+        now, previous = cursors.horizon(conn), cursors.read(conn, CURSOR)
+        if int(now) <= int(previous):
             return 0
-        since = conn.execute(sa.text(_FIRST_NEW_DAY), {"xid_from": previous, "xid_to": horizon}).scalar()
+        since = conn.execute(sa.text(_FIRST_NEW_DAY), {"xid_from": previous, "xid_to": now}).scalar()
         written = refresh_item_stats(conn, since) if since is not None else 0
-        conn.execute(sa.text(
-            "INSERT INTO feature_cursors (name, xid_horizon) VALUES (:n, CAST(:h AS xid8)) "
-            "ON CONFLICT (name) DO UPDATE SET xid_horizon = EXCLUDED.xid_horizon, updated_at = now()"),
-            {"n": CURSOR, "h": horizon})
+        cursors.write(conn, CURSOR, now)
     return written
 
 

@@ -5,6 +5,7 @@ interactions: event_key, user_id, item_id, event_type, event_time [, quantity, q
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -29,13 +30,29 @@ def items_batch(path: Path) -> Batch:
     return Batch(users=_NO_USERS, items=items, interactions=empty, rows_read=len(items), rows_kept=len(items))
 
 
-def interactions_batch(path: Path) -> Batch:
-    return interactions_frame_batch(read_table(path), str(path))
+def interactions_batch(path: Path, max_future: timedelta = timedelta(minutes=5)) -> Batch:
+    return interactions_frame_batch(read_table(path), str(path), max_future)
 
 
-def interactions_frame_batch(frame: pd.DataFrame, source: str) -> Batch:
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def _plausible_times(events: pd.DataFrame, source: str, max_future: timedelta) -> None:
+    # A clock gone wrong (1970, or a year ahead) would corrupt every time-based feature and the
+    # data clock the ranker works at: refuse it at the door.
+    latest = datetime.now(timezone.utc) + max_future
+    for bad, reason in ((events["event_time"] < EARLIEST_EVENT, f"is before {EARLIEST_EVENT:%Y-%m-%d}"),
+                        (events["event_time"] > latest, f"is more than {max_future.total_seconds():.0f} s in the future")):
+        rows = bad.to_numpy().nonzero()[0]
+        if len(rows):
+            raise InputError(source, "event_time", f"{events['event_time'].iloc[rows[0]].isoformat()} {reason}",
+                             int(rows[0]) + 1)
+
+
+def interactions_frame_batch(frame: pd.DataFrame, source: str, max_future: timedelta = timedelta(minutes=5)) -> Batch:
     """Events from any table (a file, or POST /v1/events' JSON), checked the same way."""
     events = parse_frame(frame, INTERACTION_COLUMNS, source)
     _no_duplicate_keys(events, "event_key", source)
+    _plausible_times(events, source, max_future)
     empty_items = pd.DataFrame(columns=[c.name for c in ITEM_COLUMNS])
     return Batch(users=_NO_USERS, items=empty_items, interactions=events, rows_read=len(events), rows_kept=len(events))

@@ -33,7 +33,11 @@ ON CONFLICT (item_id) DO UPDATE SET
     price = coalesce(EXCLUDED.price, items.price), valid_from = least(items.valid_from, EXCLUDED.valid_from),
     updated_at = CASE WHEN (items.title, items.category, items.description)
                       IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.description)
-                 THEN now() ELSE items.updated_at END
+                 THEN now() ELSE items.updated_at END,
+    written_xid = CASE WHEN (items.title, items.category, items.description, items.valid_from)
+                       IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.description,
+                                         least(items.valid_from, EXCLUDED.valid_from))
+                  THEN pg_current_xact_id() ELSE items.written_xid END
 RETURNING (xmax = 0) AS inserted"""
 _INSERT_INTERACTIONS = """
 INSERT INTO interactions (event_key, user_id, item_id, event_type, quantity, query, event_time)

@@ -9,7 +9,8 @@ import importlib
 _HOMES = {
     "TamperedArtifact": "artifacts", "load_version": "artifacts",
     "UnknownVersion": "versions", "VersionError": "versions", "chain": "versions", "current_version": "versions",
-    "list_versions": "versions", "promote": "versions", "rollback": "versions",
+    "list_versions": "versions", "promote": "versions", "rollback": "versions", "history": "versions",
+    "IncompatibleArtifact": "artifacts",
 }
 __all__ = sorted(_HOMES)
 

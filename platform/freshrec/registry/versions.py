@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,17 +50,40 @@ INSERT INTO watermarks (version, xid_from, xid_to, row_count, id_sum, event_time
 VALUES (:version, CAST(:xid_from AS xid8), CAST(:xid_to AS xid8), :row_count, :id_sum, :tmin, :tmax)"""
 
 
+def _json_safe(value):
+    """NaN (a loss over an empty slice) is not JSON: PostgreSQL's jsonb refuses it. It becomes null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def current_version(conn: Connection) -> int | None:
     """The serving version: the newest deployments row."""
     return conn.execute(sa.text("SELECT version FROM current_version")).scalar()
 
 
-def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray) -> int:
-    """Version row, watermark, item embeddings and (if promoted) the pointer move: all or nothing."""
-    row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in new.__dict__.items()}
+def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray) -> tuple[int, str]:
+    """Version row, watermark, item embeddings and (if promoted) the pointer move: all or nothing.
+
+    The pointer moves by compare-and-set: only if it still points at the version the update
+    started from. If an operator moved it meanwhile (a rollback during training, say), the new
+    version is published as a ``candidate`` and the pointer stays; the metrics record why.
+    Returns the version number and the status it was published with.
+    """
     with engine.begin() as conn:
         # Numbers without gaps: an identity sequence would burn a number in every killed publish.
         conn.execute(sa.text("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE"))
+        conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
+        found = current_version(conn)
+        if new.status == "promoted" and found != new.parent_version:
+            new = replace(new, status="candidate", metrics={
+                **new.metrics, "pointer": {"moved_since_cut": True, "started_from": new.parent_version, "found": found}})
+        row = {k: json.dumps(_json_safe(v), default=str) if isinstance(v, (dict, list)) else v
+               for k, v in new.__dict__.items()}
         version = conn.execute(sa.text(_INSERT_VERSION), row).scalar_one()
         conn.execute(
             sa.text(_INSERT_WATERMARK),
@@ -74,7 +97,7 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         if new.status == "promoted":
             _move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")
-    return version
+    return version, new.status
 
 
 def _move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:
@@ -101,14 +124,36 @@ def promote(engine: Engine, version: int, actor: str = "cli", reason: str = "man
         _move_pointer(conn, version, "promote", actor, reason)
 
 
+def promotion_stack(conn: Connection) -> list[int]:
+    """The versions the pointer was promoted to, oldest first, less those rolled back: its history."""
+    stack: list[int] = []
+    for action, version in conn.execute(sa.text("SELECT action, version FROM deployments ORDER BY id")):
+        if action == "promote":
+            stack.append(version)
+        elif stack:
+            stack.pop()
+    return stack
+
+
 def rollback(engine: Engine, actor: str = "cli", reason: str = "manual rollback") -> int:
-    """Point back at the version that was current before the present one."""
+    """Undo the newest promotion still in effect: one step back through the history per call.
+
+    Three rollbacks after promotions to 1, 2, 3 and 4 serve 3, then 2, then 1; they never toggle.
+    """
     with engine.begin() as conn:
-        previous = conn.execute(sa.text("SELECT previous_version FROM current_version")).scalar()
-        if previous is None:
+        conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
+        stack = promotion_stack(conn)
+        if len(stack) < 2:
             raise VersionError("there is no earlier version to roll back to")
-        _move_pointer(conn, previous, "rollback", actor, reason)
-    return previous
+        _move_pointer(conn, stack[-2], "rollback", actor, reason)
+    return stack[-2]
+
+
+def history(conn: Connection) -> list[dict]:
+    """Every move of the pointer, oldest first."""
+    sql = """SELECT id, action, version, previous_version AS previous, actor, reason, created_at AS at
+             FROM deployments ORDER BY id"""
+    return [dict(r) for r in conn.execute(sa.text(sql)).mappings()]
 
 
 def list_versions(conn: Connection) -> list[dict]:

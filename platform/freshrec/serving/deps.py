@@ -37,13 +37,23 @@ def snapshot(state: ApiState = Depends(api_state)) -> Snapshot:
     return current
 
 
-def require_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>"),
-                  state: ApiState = Depends(api_state)) -> None:
+def _token_matches(authorization: str | None, state: ApiState) -> bool:
     expected = f"Bearer {state.settings.api_token.get_secret_value()}".encode()
     given = (authorization or "").encode("utf-8", "surrogateescape")
     # compare_digest takes the same time wherever the first differing byte is.
-    if not hmac.compare_digest(given, expected):
+    return hmac.compare_digest(given, expected)
+
+
+def require_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>"),
+                  state: ApiState = Depends(api_state)) -> None:
+    if not _token_matches(authorization, state):
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def is_admin(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>: shows admin-only fields"),
+             state: ApiState = Depends(api_state)) -> bool:
+    """Whether the request carries the token (reads stay open; some fields are for admins only)."""
+    return _token_matches(authorization, state)
 
 
 def reads_guard(settings: Settings) -> list:

@@ -30,6 +30,7 @@ from freshrec.ranking.model import RankingModel
 from freshrec.ranking.pipeline import Queries, TowerIndex, rank
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain
+from freshrec.serving.batcher import MicroBatcher
 from freshrec.training.encoder import Encoder
 from freshrec.training.state_cache import StateCache, encoder_digest
 
@@ -63,6 +64,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         self.row_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self._batcher = MicroBatcher(self._encode)
 
     @property
     def item_vecs(self) -> np.ndarray:
@@ -74,18 +76,31 @@ class Snapshot:
         return Encoder(encoder.model, encoder.tokenizer, encoder.device).users(texts, self.ranking.max_user_tokens)
 
     def user_vector(self, user_id: str, text: str, feature_ts: int) -> np.ndarray:
-        """A profile's user-tower vector: this process's LRU, then the shared encoder-state cache."""
-        key = (user_id, feature_ts)
+        return self.user_vectors([(user_id, text, feature_ts)])[0]
+
+    def user_vectors(self, profiles: list[tuple[str, str, int]]) -> np.ndarray:
+        """User-tower vectors of (user, profile text, feature timestamp): this process's LRU first, then
+        the shared encoder-state cache, then the encoder (a lone request shares a micro-batch)."""
+        out: list[np.ndarray | None] = [None] * len(profiles)
         with self._lock:
-            if key in self._user_cache:
-                self._user_cache.move_to_end(key)
-                return self._user_cache[key]
-        vec = self.ranking.encoder.users([text], self.ranking.max_user_tokens)[0]
+            for n, (user, _, ts) in enumerate(profiles):
+                if (user, ts) in self._user_cache:
+                    self._user_cache.move_to_end((user, ts))
+                    out[n] = self._user_cache[(user, ts)]
+        missing = [n for n, v in enumerate(out) if v is None]
+        if len(missing) == 1:
+            fresh = [self._batcher(profiles[missing[0]][1])]
+        elif missing:
+            fresh = self._encode([profiles[n][1] for n in missing])
         with self._lock:
-            self._user_cache[key] = vec
+            for n, vec in zip(missing, fresh if missing else []):
+                out[n] = self._user_cache[(profiles[n][0], profiles[n][2])] = vec
             while len(self._user_cache) > self.cache_size:
                 self._user_cache.popitem(last=False)
-        return vec
+        return np.stack(out) if out else np.zeros((0, self.item_vecs.shape[1]), np.float32)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.ranking.encoder.users(texts, self.ranking.max_user_tokens)
 
     def day_state(self) -> DayState:
         """Co-purchase of this version and the newest item aggregates from Feast's online store."""
@@ -134,7 +149,7 @@ class Snapshot:
         t = clock.timestamp()
         queries = Queries(log.user_rows(known), np.full(len(known), t),
                           np.array([[users[u]["n_events"], users[u]["n_baskets"]] for u in known], np.float32),
-                          np.stack([self.user_vector(u, users[u]["user_text"], users[u]["ts"]) for u in known]))
+                          self.user_vectors([(u, users[u]["user_text"], users[u]["ts"]) for u in known]))
         day = self.day_state()
         cands, scores, tops = rank(log, queries, self.ranking.index, self.ranking.ranker, self.ranking.config,
                                    lambda _: day, k)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from freshrec.training.modeling import TwoTower
 from freshrec.training.state_cache import CacheStats, StateCache, text_hash
@@ -38,7 +39,10 @@ class Encoder:
         """Distinct texts through the encoder, in batches of similar length, returned in input order."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.empty(len(texts), self.model.encoder.config.hidden_size, device=self.device)
-        for start in range(0, len(order), self.batch_size):
+        # A progress bar on a terminal only (disable=None), and only for passes worth watching.
+        steps = tqdm(range(0, len(order), self.batch_size), desc=f"encoding {len(texts):,} texts", unit="batch",
+                     disable=None if len(texts) > 4 * self.batch_size else True, leave=False)
+        for start in steps:
             chunk = order[start : start + self.batch_size]
             out[chunk] = self.pooled([texts[i] for i in chunk], max_tokens)
         self.stats.encoded += len(texts)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from freshrec.faults import crash_point
 from freshrec.training.args import TrainingArguments
@@ -140,10 +141,13 @@ def fine_tune(model: TwoTower, tokenizer, data: TrainingData, args: TrainingArgu
     best, best_state, stale = float("inf"), None, 0
     started = time.perf_counter()
     result.prepare_seconds = started - prepared
-    for _ in range(args.epochs):
+    for epoch in range(args.epochs):
         model.train()
         rows = 0
-        for idx in _batches(train_groups, args.batch_size, rng, world):
+        batches = tqdm(_batches(train_groups, args.batch_size, rng, world), desc=f"epoch {epoch + 1}/{args.epochs}",
+                       unit="batch", total=-(-len(train_groups) // (args.batch_size * world.size)),
+                       disable=None if world.is_main else True, leave=False)
+        for idx in batches:
             labels = torch.from_numpy(data.train.label[idx]).to(device)
             loss = bce_loss(step.logits(data.train, idx), labels)
             if args.l2_to_parent and from_parent:

@@ -10,6 +10,7 @@ judges the whole pipeline, and one transaction publishes both.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 import freshrec
 from freshrec.config import Settings, get_settings
-from freshrec.db import get_engine
+from freshrec.db import cursors, get_engine
 from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, open_store
 from freshrec.ranking.candidates import CandidateConfig
@@ -41,9 +42,11 @@ from freshrec.training.state_cache import StateCache, encoder_digest
 from freshrec.training.train import fine_tune, wrap_lora
 from freshrec.training.watermark import parent_horizon, take_cut
 from freshrec.updater import gate as gating
+from freshrec.updater import runs
+from freshrec.updater.freshness import UPDATE_LOCK
 from freshrec.updater.ranker_stage import train_ranker
 
-UPDATE_LOCK = 0x66726573  # pg advisory lock key: one updater per database
+log = logging.getLogger("freshrec.updater")
 _NEWEST_PROFILES = """
 SELECT DISTINCT ON (p.user_id) p.profile_text FROM user_profiles p
 WHERE p.user_id IN (SELECT DISTINCT user_id FROM interactions
@@ -92,30 +95,36 @@ def _start_model(engine, parent: int | None, base_model: str | None, dim: int, s
 
 
 def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
-               settings: Settings | None = None, log=print, ranker_args: RankerArguments | None = None,
-               candidates: CandidateConfig | None = None) -> UpdateOutcome:
+               settings: Settings | None = None, ranker_args: RankerArguments | None = None,
+               candidates: CandidateConfig | None = None, trigger: str = "cli") -> UpdateOutcome:
+    """One update; ``trigger`` (cli, watch, bench) is recorded with the run in ``update_runs``."""
     settings = settings or get_settings()
     world = join(args.device)
     try:
         if world.is_main:
             return _lead(world, args, gate, ranker_args or RankerArguments(seed=args.seed), candidates or CandidateConfig(),
-                         base_model or settings.base_model, settings, log)
+                         base_model or settings.base_model, settings, trigger)
         return _follow(world, args, settings)
     finally:
         world.close()
 
 
-def _lead(world: World, args, gate, ranker_args, candidates, base_model, settings, log) -> UpdateOutcome:
+def _lead(world: World, args, gate, ranker_args, candidates, base_model, settings, trigger) -> UpdateOutcome:
     engine = get_engine(settings)
-    # Autocommit: the lock lives in the session, and no open transaction holds back the xmin horizon.
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
-        if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
-            world.broadcast(None)
-            return UpdateOutcome("locked", message="another update is running")
-        try:
-            return _update_locked(world, engine, args, gate, ranker_args, candidates, base_model, settings, log)
-        finally:
-            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
+    with runs.recorded(engine, trigger) as run:
+        # Autocommit: the lock lives in the session, and no open transaction holds back the xmin horizon.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock_conn:
+            if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
+                world.broadcast(None)
+                outcome = UpdateOutcome("locked", message="another update is running")
+            else:
+                try:
+                    run.abandon_others()
+                    outcome = _update_locked(world, engine, args, gate, ranker_args, candidates, base_model, settings)
+                finally:
+                    lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
+        run.finish(outcome.status, outcome.version, outcome.metrics.get("rows_new"), outcome.message)
+    return outcome
 
 
 def _follow(world: World, args: TrainingArguments, settings: Settings) -> UpdateOutcome:
@@ -130,7 +139,33 @@ def _follow(world: World, args: TrainingArguments, settings: Settings) -> Update
     device = world.device(args.device)
     cache = StateCache(engine, encoder_digest(model.encoder, device)) if args.strategy == "head" else None
     fine_tune(model, tokenizer, plan.data, args, device, world, from_parent=plan.parent is not None, cache=cache)
-    return UpdateOutcome("follower", message=f"rank {world.rank}: trained its shards")
+    return UpdateOutcome("follower", message=f"rank {world.rank}: trained its shards; "
+                                             f"trainable weights sha256 {trainable_digest(model)}")
+
+
+HORIZON_WARN_SECONDS = 60.0
+
+
+def _report_horizon(engine) -> None:
+    """Say so when an old open transaction holds the cut back (its rows, and later ones, wait)."""
+    with engine.connect() as conn:
+        oldest = cursors.oldest_transaction(conn)
+    if oldest and (oldest["age_seconds"] or 0) > HORIZON_WARN_SECONDS:
+        log.warning(f"the cut's horizon is held by a transaction open for {oldest['age_seconds']:,.0f} s "
+            f"(pid {oldest['pid']}, database {oldest['database']}, {oldest['state']}); rows committed after it "
+            "started wait for it to end. idle_in_transaction_session_timeout bounds this.")
+
+
+def trainable_digest(model) -> str:
+    """sha256 of the trainable weights: data-parallel ranks must end with the very same ones."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _encoder_delta(model: TwoTower, args: TrainingArguments, parent: int | None, lora_config: dict | None):
@@ -161,7 +196,7 @@ def needed_days(data: TrainingData) -> np.ndarray:
     return np.unique(day_of(times))
 
 
-def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings, log) -> UpdateOutcome:
+def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings) -> UpdateOutcome:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with engine.connect() as conn:
@@ -174,13 +209,14 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
         root = f"{settings.artifacts_root.rstrip('/')}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
     swept = artifacts.sweep_orphans(root, referenced)
     if swept:
-        log(f"swept {len(swept)} orphaned artifact directories")
+        log.info(f"swept {len(swept)} orphaned artifact directories")
     cut = take_cut(engine, xid_from)
     crash_point("after-cut")
     if cut.row_count == 0:
         world.broadcast(None)
         return UpdateOutcome("no-new-rows", message=f"no new rows past the watermark (xid {xid_from}); no version made")
-    log(f"cut: {cut.row_count:,} new rows, xid [{cut.xid_from}, {cut.xid_to}), parent {parent}")
+    log.info(f"cut: {cut.row_count:,} new rows, xid [{cut.xid_from}, {cut.xid_to}), parent {parent}")
+    _report_horizon(engine)
 
     store = open_store(settings)
     data = dataset.build(engine, store, cut, args)
@@ -197,8 +233,8 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     result = fine_tune(model, tokenizer, data, args, device, world, from_parent=parent is not None, cache=cache)
     timings["train_s"] = time.perf_counter() - t1
     on = f"{device} x {world.size} ranks" if world.distributed else str(device)
-    log(f"towers: {result.epochs} epochs, {result.rows_seen:,} pairs, {result.rows_per_second:,.0f} pairs/s on {on}; "
-        f"encoder states {result.encoder_cache}")
+    log.info(f"towers: {result.epochs} epochs, {result.rows_seen:,} pairs, {result.rows_per_second:,.0f} pairs/s on {on}; "
+        f"encoder states {result.encoder_cache}; trainable weights sha256 {trainable_digest(model)}")
     encoder_state, encoder_meta = _encoder_delta(model, args, parent, lora_config)
 
     t2 = time.perf_counter()
@@ -217,7 +253,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
                                                       parent_rm or candidate, events, data, days, ranker_args)
     candidate.ranker = ranker
     timings["ranker_s"] = time.perf_counter() - t2
-    log(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
+    log.info(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
         f"{ranker_info['train_baskets']:,} baskets ({ranker_result.positives:,} bought)")
 
     if args.strategy == "head":
@@ -236,7 +272,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
         scores["parent"] = {s: gating.score(parent_rm, events, b, days, gate.k) for s, b in slices.items()}
     promoted, verdict = gating.decide(scores["candidate"], scores.get("parent"), gate)
     timings["evaluate_s"] = time.perf_counter() - t3
-    log(f"gate: {verdict}")
+    log.info(f"gate: {verdict}")
 
     metrics = {**scores, "k": gate.k, "gate": verdict.split(":")[0].split(" ")[0], "gate_reason": verdict,
                "gate_tolerance_relative": gate.tolerance,
@@ -258,7 +294,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     sha = artifacts.write(uri, model, tokenizer, manifest, metrics, encoder_state, ranker, candidates)
     crash_point("artifact-written")
     timings["total_s"] = time.perf_counter() - t0
-    version = publish(
+    version, status = publish(
         engine,
         NewVersion(parent_version=parent, status="promoted" if promoted else "rejected", strategy=args.strategy,
                    base_model=base_path, artifact_uri=uri, artifact_sha256=sha,
@@ -269,5 +305,9 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
                    device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
         cut, catalog["item_id"].tolist(), candidate.index.item_vecs,
     )
-    outcome = "promoted" if promoted else "rejected by the gate; current stays"
-    return UpdateOutcome("created", version, promoted, f"version {version}: {outcome}", metrics)
+    if status == "candidate":
+        log.info(f"the pointer moved while version {version} trained (it started from {parent}): "
+            "published as a candidate, the pointer stays; `freshrec promote` to serve it")
+    outcome = {"promoted": "promoted", "rejected": "rejected by the gate; current stays",
+               "candidate": "published as a candidate (the pointer moved since its cut); current stays"}[status]
+    return UpdateOutcome("created", version, status == "promoted", f"version {version}: {outcome}", metrics)

@@ -3,7 +3,8 @@
 (No `from __future__ import annotations` here: FastAPI must see the EventBatch class the router builds.)
 """
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Literal
 
 import pandas as pd
@@ -17,6 +18,7 @@ from freshrec.ingest import InputError, interactions_frame_batch, write_batch
 from freshrec.serving.deps import ApiState, api_state, require_token
 
 TEXT = r"^[^\x00]+$"
+log = logging.getLogger("freshrec.serving")
 
 
 class Event(BaseModel):
@@ -33,7 +35,8 @@ class Event(BaseModel):
 class Accepted(BaseModel):
     accepted: int = Field(description="new events written")
     duplicates: int = Field(description="events whose event_key was already stored (ignored)")
-    profiles_pushed: int = Field(description="user profiles written to the Feast online store")
+    profiles_pushed: int = Field(description="user profiles written to the Feast online store (every user of the "
+                                             "batch, duplicates included: a retry repairs a push that failed)")
 
 
 def _unprocessable(err: InputError) -> HTTPException:
@@ -49,20 +52,32 @@ def router(settings: Settings) -> APIRouter:
     )
     api = APIRouter(prefix="/v1", tags=["events"])
 
+    max_future = timedelta(seconds=settings.ingest.max_future_seconds)
+
     @api.post("/events", response_model=Accepted, dependencies=[Depends(require_token)],
-              responses={401: {"description": "missing or wrong token"}})
+              responses={401: {"description": "missing or wrong token"},
+                         503: {"description": "the rows are stored but the online profiles are not: retry the same batch"}})
     def post_events(batch: EventBatch, state: ApiState = Depends(api_state)) -> Accepted:  # type: ignore[valid-type]
         """Write a batch of interactions. A bad row rejects the whole batch (422 names its index and field);
-        a repeated event_key counts as a duplicate. Users' profiles reach the online store at once."""
+        a repeated event_key counts as a duplicate. Users' profiles reach the online store once the rows commit;
+        if that push fails the answer is a 503 saying the rows are stored, and the same batch retried (all
+        duplicates then) pushes the profiles again."""
         frame = pd.DataFrame([e.model_dump() for e in batch.events])
         try:
-            parsed = interactions_frame_batch(frame, "events")
+            parsed = interactions_frame_batch(frame, "events", max_future)
             with state.engine.begin() as conn:
                 summary = write_batch(conn, parsed, "POST /v1/events", state.settings.feast.profile_length)
         except InputError as err:
             raise _unprocessable(err) from None
-        with state.engine.connect() as conn:
-            pushed = push_user_profiles(state.store, conn, sorted(set(frame["user_id"]))) if summary.interactions_inserted else 0
+        try:
+            with state.engine.connect() as conn:
+                pushed = push_user_profiles(state.store, conn, sorted(set(frame["user_id"])))
+        except Exception as err:  # noqa: BLE001 - any failure here: the client must learn the rows are in
+            log.error("events stored but the online profile push failed: %s", err)
+            raise HTTPException(503, {"msg": "the events are stored, but the users' online profiles are not yet: "
+                                             "send the same batch again to complete it",
+                                      "accepted": summary.interactions_inserted,
+                                      "duplicates": summary.interactions_duplicate}) from None
         return Accepted(accepted=summary.interactions_inserted, duplicates=summary.interactions_duplicate,
                         profiles_pushed=pushed)
 

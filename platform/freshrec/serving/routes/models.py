@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from freshrec.config import Settings
 from freshrec.registry import UnknownVersion, VersionError, chain, list_versions, promote, rollback
-from freshrec.serving.deps import ApiState, api_state, reads_guard, require_token
+from freshrec.serving.deps import ApiState, api_state, is_admin, reads_guard, require_token
 
 
 # Versions are PostgreSQL integers: a larger number is a 422, not a database error.
@@ -24,10 +24,23 @@ class Pointer(BaseModel):
     serving: int | None = Field(description="the version this process answers with; it follows within a second")
 
 
-def _chain(state: ApiState, version: int) -> list[dict[str, Any]]:
+ADMIN_ONLY = ("artifact_uri",)  # where the weights live: storage layout is for operators, not readers
+
+
+def _public(row: dict[str, Any], admin: bool) -> dict[str, Any]:
+    """A version row as this caller may see it: storage locations and local paths for admins only."""
+    if admin:
+        return row
+    out = {k: v for k, v in row.items() if k not in ADMIN_ONLY}
+    if out.get("base_model"):
+        out["base_model"] = str(out["base_model"]).rstrip("/").rsplit("/", 1)[-1]
+    return out
+
+
+def _chain(state: ApiState, version: int, admin: bool) -> list[dict[str, Any]]:
     try:
         with state.engine.connect() as conn:
-            return chain(conn, version)
+            return [_public(r, admin) for r in chain(conn, version)]
     except UnknownVersion as err:
         raise HTTPException(404, str(err)) from None
 
@@ -55,14 +68,18 @@ def router(settings: Settings) -> APIRouter:
             return list_versions(conn)
 
     @api.get("/{version}", dependencies=reads, responses={404: {"description": "unknown version"}})
-    def version_detail(version: int = VERSION, state: ApiState = Depends(api_state)) -> dict[str, Any]:
-        """One version: metrics (the gate's four scores), parameters, artifact and sha256, watermark."""
-        return _chain(state, version)[-1]
+    def version_detail(version: int = VERSION, state: ApiState = Depends(api_state),
+                       admin: bool = Depends(is_admin)) -> dict[str, Any]:
+        """One version: metrics (the gate's four scores), parameters, sha256, watermark; with the token, its
+        artifact location too."""
+        return _chain(state, version, admin)[-1]
 
     @api.get("/{version}/lineage", dependencies=reads, responses={404: {"description": "unknown version"}})
-    def lineage(version: int = VERSION, state: ApiState = Depends(api_state)) -> dict[str, Any]:
-        """The parent chain, oldest first: what `freshrec lineage VERSION --json` prints."""
-        rows = _chain(state, version)
+    def lineage(version: int = VERSION, state: ApiState = Depends(api_state),
+                admin: bool = Depends(is_admin)) -> dict[str, Any]:
+        """The parent chain, oldest first: what `freshrec lineage VERSION --json` prints (artifact locations
+        with the token only)."""
+        rows = _chain(state, version, admin)
         return {"version": version, "parent": rows[-1]["parent"], "chain": rows}
 
     @api.post("/{version}/promote", response_model=Pointer, dependencies=[Depends(require_token)],
@@ -81,7 +98,7 @@ def router(settings: Settings) -> APIRouter:
     @api.post("/rollback", response_model=Pointer, dependencies=[Depends(require_token)],
               responses={401: {"description": "token"}, 409: {"description": "nothing to roll back to"}})
     def rollback_version(body: PointerMove | None = Body(None), state: ApiState = Depends(api_state)) -> Pointer:
-        """Point back at the version that was current before this one."""
+        """Undo the newest promotion still in effect (one step back through the history per call)."""
         reason = body.reason if body else "api"
         return _moved(state, lambda: rollback(state.engine, actor="api", reason=reason))
 

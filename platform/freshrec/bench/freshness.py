@@ -1,0 +1,199 @@
+"""``freshrec bench freshness``: from an event's POST to the API serving a version that trained on it.
+
+A database of its own, loaded with the first 13 weeks and a version 1; then ``freshrec serve`` and
+``freshrec update --watch`` as their own processes, as in production. This process posts the
+following weeks' real purchases over HTTP, one event per request, at a steady rate, for each rate
+in turn, while it polls ``/readyz`` for the version the API serves. An event is *served* once the
+API answers with a version whose watermark covers the event's row (its ``ingest_xid`` lies below
+the version's ``xid_to``: the lineage has consumed it). Latency = that moment - the POST.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from freshrec.bench import report
+from freshrec.bench.timeline import open_timeline
+from freshrec.bench.updates import _base_model, _drop_database, _platform
+from freshrec.config import get_settings
+from freshrec.db import database_url, get_engine
+from freshrec.training.args import GateArguments, TrainingArguments
+from freshrec.updater import run_update
+
+TOKEN = {"Authorization": "Bearer freshrec-dev-token"}
+
+
+def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(["freshrec", *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            cwd=Path(__file__).resolve().parents[3])
+
+
+def _wait_ready(url: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the API did not become ready")
+
+
+class _Served:
+    """Polls /readyz: (moment, serving version) at each change."""
+
+    def __init__(self, url: str, every: float = 0.25):
+        self.url, self.every, self.changes, self._stop = url, every, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as http:
+            while not self._stop.is_set():
+                try:
+                    version = http.get(f"{self.url}/readyz").json().get("version")
+                    if not self.changes or self.changes[-1][1] != version:
+                        self.changes.append((time.time(), version))
+                except httpx.HTTPError:
+                    pass
+                self._stop.wait(self.every)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _post_at_rate(url: str, events: pd.DataFrame, rate: float, seconds: float) -> list[dict]:
+    """One event per request, sent on a fixed schedule; the moment each POST was answered."""
+    sent, start = [], time.monotonic()
+    with httpx.Client(base_url=url, headers=TOKEN, timeout=30) as http:
+        for n, row in enumerate(events.itertuples()):
+            due = start + n / rate
+            if due - start > seconds:
+                break
+            time.sleep(max(0.0, due - time.monotonic()))
+            body = {"events": [{"event_key": f"fresh-{row.event_key}", "user_id": row.user_id, "item_id": row.item_id,
+                                "event_type": "purchase", "event_time": row.event_time.isoformat(),
+                                "quantity": int(row.quantity or 1)}]}
+            r = http.post("/v1/events", json=body)
+            sent.append({"event_key": f"fresh-{row.event_key}", "posted": time.time(), "status": r.status_code})
+    return sent
+
+
+def _latencies(engine, sent: list[dict], changes: list[tuple[float, int]]) -> pd.DataFrame:
+    keys = [s["event_key"] for s in sent]
+    with engine.connect() as conn:
+        xids = dict(conn.execute(sa.text("SELECT event_key, ingest_xid::text FROM interactions WHERE event_key = ANY(:k)"),
+                                 {"k": keys}).all())
+        horizon = dict(conn.execute(sa.text("SELECT version, xid_to::text FROM watermarks")).all())
+    out = []
+    for s in sent:
+        xid = int(xids[s["event_key"]]) if s["event_key"] in xids else None
+        served = next((t for t, v in changes if v is not None and xid is not None and t >= s["posted"]
+                       and int(horizon.get(v, 0)) > xid), None)
+        out.append({**s, "served": served, "latency_s": served - s["posted"] if served else None})
+    return pd.DataFrame(out)
+
+
+def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: float, out_dir: Path, command: str,
+        port: int = 8790, echo=print) -> dict:
+    started = time.perf_counter()
+    base, base_url = get_settings(), database_url()
+    tag = f"{os.getpid()}_{int(time.time())}"
+    scratch = base.home / "bench" / tag
+    base_model = _base_model(model, scratch)
+    timeline = open_timeline(None)
+    name = f"freshrec_fresh_{tag}"
+    platform = _platform(base, base_url, name, "head", scratch, timeline)
+    settings = platform.settings
+    v1 = run_update(TrainingArguments(), GateArguments(enabled=False), base_model=base_model, settings=settings,
+                    trigger="bench")
+    echo(f"version 1 on the first 13 weeks: {v1.message}")
+    env = {**os.environ, "FRESHREC_DATABASE_URL": settings.database_url.get_secret_value(),
+           "FRESHREC_ARTIFACTS_URI": settings.artifacts_root, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    url = f"http://127.0.0.1:{port}"
+    api = _spawn(["serve", "--port", str(port)], env, out_dir / "freshness-api.log")
+    watcher = None
+    rows, summary = [], []
+    try:
+        _wait_ready(url)
+        watcher = _spawn(["update", "--watch", "--base-model", base_model, "--min-rows", str(min_rows),
+                          "--max-age", str(max_age), "--poll", "2"], env, out_dir / "freshness-watch.log")
+        events = timeline.batch(*timeline.weeks[0]).interactions.sort_values("event_time").reset_index(drop=True)
+        offset = 0
+        for rate in rates:
+            with _Served(url) as served:
+                batch = events.iloc[offset:]
+                sent = _post_at_rate(url, batch, rate, seconds)
+                offset += len(sent)
+                deadline = time.time() + max(240.0, 4 * max_age)  # then wait for the last events to be served
+                while time.time() < deadline and not _all_served(platform.engine, sent, served.changes):
+                    time.sleep(1.0)
+            frame = _latencies(platform.engine, sent, served.changes)
+            lat = frame["latency_s"].dropna()
+            with platform.engine.connect() as conn:
+                cycles = pd.read_sql(sa.text(
+                    "SELECT status, extract(epoch FROM finished_at - started_at) AS seconds FROM update_runs "
+                    "WHERE trigger = 'watch' AND started_at >= to_timestamp(:t)"), conn, params={"t": sent[0]["posted"]})
+            done = cycles[cycles["status"] == "created"]
+            row = {"rate_per_s": rate, "events": len(frame), "errors": int((frame["status"] != 200).sum()),
+                   "served": int(lat.size), "p50_s": float(lat.quantile(0.5)) if lat.size else None,
+                   "p95_s": float(lat.quantile(0.95)) if lat.size else None, "max_s": float(lat.max()) if lat.size else None,
+                   "updates": int(len(done)), "update_s_median": float(done["seconds"].median()) if len(done) else None}
+            summary.append(row)
+            rows += frame.assign(rate_per_s=rate).to_dict("records")
+            echo(f"{rate:>5} events/s: {row['events']} posted, {row['served']} served, p50 {row['p50_s']:.1f} s, "
+                 f"p95 {row['p95_s']:.1f} s, max {row['max_s']:.1f} s; {row['updates']} updates, "
+                 f"median {row['update_s_median']:.1f} s each" if lat.size else f"{rate} events/s: none served")
+    finally:
+        for proc in (watcher, api):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=120)
+        get_engine(settings).dispose()
+        _drop_database(base_url, name)
+    extra = {"model": model, "seconds_per_rate": seconds, "min_rows": min_rows, "max_age": max_age,
+             "wall_s": time.perf_counter() - started, "events": rows}
+    json_path, md_path = report.write(out_dir, "freshness", summary, command, None, extra)
+    _plot(pd.DataFrame(rows), out_dir / "freshness.png", model)
+    echo(report.markdown_table(summary))
+    echo(f"wrote {json_path}, {md_path} and {out_dir / 'freshness.png'}")
+    return {"summary": summary, **extra}
+
+
+def _all_served(engine, sent, changes) -> bool:
+    frame = _latencies(engine, sent, list(changes))
+    return bool(frame["latency_s"].notna().all())
+
+
+def _plot(frame: pd.DataFrame, path: Path, model: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for rate, rows in frame.groupby("rate_per_s"):
+        lat = np.sort(rows["latency_s"].dropna().to_numpy())
+        if lat.size:
+            ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, label=f"{rate:g} events/s")
+    ax.set(title=f"event -> served by a version that trained on it ({model}, head, watch mode)",
+           xlabel="seconds after the POST", ylabel="share of events served")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

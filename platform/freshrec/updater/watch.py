@@ -1,0 +1,116 @@
+"""``freshrec update --watch``: a long-running updater that keeps the served model fresh.
+
+    freshrec update --watch                           # defaults: 1,000 rows or 60 s, whichever first
+    freshrec update --watch --min-rows 200 --max-age 30
+
+It sleeps until PostgreSQL notifies it of new interactions (a statement-level trigger sends
+``NOTIFY freshrec_interactions``), or for ``poll`` seconds at most (a notification sent while it
+was disconnected is not replayed). It updates once at least ``min_rows`` rows are past the
+newest watermark, or the oldest of them has waited ``max_age`` seconds: materialize (the daily
+aggregates and the online store), then one update.
+
+- A failed update backs off: 10 s, 20 s, 40 s, ... up to 10 minutes; a success resets it.
+- SIGTERM (or Ctrl-C) lets the update in progress finish and publish, then exits. A second one
+  abandons it at once: like a kill, which leaves no partial state (the crash tests prove it; the
+  next run sweeps the artifact directory).
+- Only one watcher runs per database (an advisory lock held for its life); a second says so and
+  exits with status 3. Updates themselves still take the update lock, so a manual
+  ``freshrec update`` or the GPU CronJob never runs beside it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import psycopg
+import sqlalchemy as sa
+
+from freshrec.config import Settings, get_settings
+from freshrec.db import database_url, get_engine
+from freshrec.training.args import GateArguments, TrainingArguments
+from freshrec.updater.args import WatchArguments
+from freshrec.updater.freshness import WATCH_LOCK, unseen
+from freshrec.updater.job import UpdateOutcome, run_update
+
+log = logging.getLogger("freshrec.watch")
+CHANNEL = "freshrec_interactions"
+ANOTHER_WATCHER = 3  # exit status: a watcher already runs on this database
+
+
+class _Signals:
+    """First SIGTERM/SIGINT: stop after the current update. Second: abandon it now."""
+
+    def __init__(self):
+        self.stopping = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.stopping:
+            log.warning("second %s: abandoning the update in progress", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        self.stopping = True
+        log.info("%s: finishing the update in progress, then exiting", signal.Signals(signum).name)
+
+
+def _due(state: dict, args: WatchArguments) -> bool:
+    rows, age = state["rows_unseen"], state["oldest_unseen_seconds"] or 0.0
+    return rows >= args.min_rows or (rows > 0 and age >= args.max_age)
+
+
+def _wait(state: dict, args: WatchArguments, not_before: float | None) -> float:
+    """Sleep until rows arrive, the oldest row comes due, a back-off ends, or the poll interval does."""
+    if not_before is not None:
+        wait = not_before - time.monotonic()
+    elif state["rows_unseen"]:
+        wait = args.max_age - (state["oldest_unseen_seconds"] or 0.0)
+    else:
+        wait = args.poll
+    return min(max(wait, 0.05), args.poll)
+
+
+def _update(store, train: TrainingArguments, gate: GateArguments, base_model, settings) -> UpdateOutcome:
+    from freshrec.features import materialize
+
+    started = time.perf_counter()
+    materialize(store, engine=get_engine(settings))
+    outcome = run_update(train, gate, base_model=base_model, settings=settings, trigger="watch")
+    log.info("%s (%.1f s)", outcome.message, time.perf_counter() - started)
+    return outcome
+
+
+def watch(train: TrainingArguments, gate: GateArguments, args: WatchArguments, base_model: str | None = None,
+          settings: Settings | None = None) -> int:
+    """Run until stopped; returns the process exit status."""
+    from freshrec.features import open_store
+
+    settings = settings or get_settings()
+    engine = get_engine(settings)
+    with psycopg.connect(database_url(settings), autocommit=True) as listener:
+        if not listener.execute("SELECT pg_try_advisory_lock(%s)", (WATCH_LOCK,)).fetchone()[0]:
+            log.error("another watcher is running on this database; exiting")
+            return ANOTHER_WATCHER
+        listener.execute(f"LISTEN {CHANNEL}")
+        store, signals = open_store(settings), _Signals()
+        log.info("watching: an update at %d new rows or when the oldest has waited %.0f s (poll %.0f s)",
+                 args.min_rows, args.max_age, args.poll)
+        failures, not_before, updates = 0, 0.0, 0
+        while not signals.stopping and (args.max_updates is None or updates < args.max_updates):
+            with engine.connect() as conn:
+                state = unseen(conn)
+            if _due(state, args) and time.monotonic() >= not_before:
+                try:
+                    _update(store, train, gate, base_model, settings)
+                    failures, updates = 0, updates + 1
+                except Exception:  # noqa: BLE001 - the watcher outlives a failed update
+                    failures += 1
+                    delay = min(args.backoff * 2 ** (failures - 1), 600.0)
+                    not_before = time.monotonic() + delay
+                    log.exception("update failed (%d in a row); next try in %.0f s", failures, delay)
+                continue
+            for _ in listener.notifies(timeout=_wait(state, args, not_before if failures else None), stop_after=1):
+                pass  # a notification: rows arrived, look again
+        log.info("watcher stopped after %d updates", updates)
+        return 0

@@ -1,0 +1,100 @@
+"""`freshrec update --watch` as a process: it backs off after failures, wakes on new rows, runs alone,
+shows in `freshrec status`, and stops cleanly on SIGTERM."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from freshrec.config import get_settings
+from freshrec.db import get_engine
+from freshrec.features import apply, open_store
+from freshrec.ingest import online_retail_batch, write_batch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def _watch(base_model, *extra, log):
+    cmd = ["freshrec", "update", "--watch", "--base-model", base_model, "--epochs", "1", "--no-gate",
+           "--min-rows", "20", "--max-age", "2", "--poll", "1", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _until(predicate, seconds=180):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _versions():
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar()
+
+
+def _status():
+    out = subprocess.run(["freshrec", "status", "--json"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def rows(module_db, retail_sample):
+    with get_engine().begin() as conn:
+        write_batch(conn, online_retail_batch(retail_sample, until=date(2010, 12, 31)), "sample")
+    apply(open_store(), get_settings().feast.repo_path)
+    return retail_sample
+
+
+def test_a_failing_update_backs_off_with_growing_delays(rows, tmp_path):
+    log = (tmp_path / "watch.log").open("w+")
+    watcher = _watch("/no/such/model", "--backoff", "1", log=log)
+    try:
+        assert _until(lambda: "2 in a row" in (tmp_path / "watch.log").read_text(), 120)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        watcher.wait(timeout=60)
+    text = (tmp_path / "watch.log").read_text()
+    assert "update failed (1 in a row); next try in 1 s" in text and "update failed (2 in a row); next try in 2 s" in text
+    assert _versions() == 0
+    with get_engine().connect() as conn:
+        failed = conn.execute(sa.text("SELECT count(*) FROM update_runs WHERE status = 'failed' AND trigger = 'watch'")).scalar()
+    assert failed >= 2
+
+
+def test_it_wakes_on_new_rows_runs_alone_reports_and_stops_on_sigterm(rows, tiny_model, tmp_path):
+    log = (tmp_path / "watch.log").open("w+")
+    watcher = _watch(tiny_model, log=log)
+    try:
+        assert _until(lambda: _versions() == 1), (tmp_path / "watch.log").read_text()
+        second = subprocess.run(["freshrec", "update", "--watch", "--base-model", tiny_model], cwd=REPO, env=_env(),
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3 and "another watcher is running" in second.stderr
+
+        with get_engine().begin() as conn:  # new rows: NOTIFY wakes the watcher, and 2 s later it updates
+            inserted = write_batch(conn, online_retail_batch(rows, since=date(2011, 1, 1)), "sample").interactions_inserted
+        assert _until(lambda: _versions() == 2), (tmp_path / "watch.log").read_text()
+        state = _status()
+        assert state["watcher_running"] is True and state["version"] == 2
+        assert state["rows_behind"] == 0 and state["last_update"]["status"] == "created"
+        with get_engine().connect() as conn:
+            assert conn.execute(sa.text("SELECT row_count FROM watermarks WHERE version = 2")).scalar() == inserted
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=120) == 0
+    assert _status()["watcher_running"] is False
+    text = (tmp_path / "watch.log").read_text()
+    assert "SIGTERM: finishing the update in progress, then exiting" in text and "watcher stopped after 2 updates" in text
+    # standard logging: timestamp, level, logger
+    assert any(line[:4].isdigit() and " INFO freshrec.watch: " in line for line in text.splitlines())
