@@ -154,33 +154,21 @@ def free_port() -> int:
 @contextlib.contextmanager
 def api_server(env: dict | None = None, ready: str = "/healthz"):
     """`freshrec serve` as its own process on a free port; yields its base URL once ``ready`` answers 200."""
-    import subprocess
     import sys
-    import time
 
-    import httpx
+    from freshrec.bench.processes import spawn, wait_ready
 
     port = free_port()
     full_env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    output = tempfile.TemporaryFile("w+")  # a pipe nobody reads would fill with access logs and stall the server
-    proc = subprocess.Popen(["freshrec", "serve", "--port", str(port)], cwd=Path(__file__).resolve().parents[1],
-                            env=full_env, stdout=output, stderr=subprocess.STDOUT, text=True)
+    log = Path(tempfile.mkdtemp()) / "serve.log"
+    proc = spawn(["freshrec", "serve", "--port", str(port)], full_env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + ready, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                output.seek(0)
-                raise RuntimeError(f"freshrec serve did not get ready:\n{output.read()}")
-            time.sleep(0.3)
+        try:
+            wait_ready(url, ready, timeout=120, proc=proc)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}:\n{log.read_text()}") from None
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        output.close()

@@ -11,7 +11,6 @@ from datetime import date
 from pathlib import Path
 
 import fsspec
-import pytest
 import sqlalchemy as sa
 
 from freshrec.config import get_settings
@@ -85,14 +84,14 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
         assert proc.returncode == -9, (point, proc.stdout, proc.stderr)
         assert _state() == before, point  # no version, watermark, embedding or pointer move; lock released
         # Each run first sweeps the orphans of the runs before it.
-        assert ("swept 1 orphaned" in proc.stdout) == bool(orphans), (point, proc.stdout)
+        assert ("swept 1 orphaned" in proc.stderr) == bool(orphans), (point, proc.stderr)  # the updater's log
         orphans = _artifact_dirs() - dirs_before
         # The artifact is written before the commit: an orphan exactly when the kill came after it.
         assert len(orphans) == (point in ("artifact-written", "before-commit")), point
 
     proc = _update_process(tiny_model)
     assert proc.returncode == 0, proc.stderr
-    assert "swept 1 orphaned" in proc.stdout and "version 2: promoted" in proc.stdout
+    assert "swept 1 orphaned" in proc.stderr and "version 2: promoted" in proc.stdout
     assert _artifact_dirs() - dirs_before == {_uri_tail(2)}
     assert (foreign / "manifest.json").exists()
     with get_engine().connect() as conn:
@@ -103,3 +102,7 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     assert row_count == second_load.interactions_inserted
     assert tuple(consumed) == (total, total)
     assert _state()["audit_consistent"] is True
+    # Each killed run left its run row "running"; the run that took the lock next marked it abandoned.
+    with get_engine().connect() as conn:
+        runs = [tuple(r) for r in conn.execute(sa.text("SELECT status, version FROM update_runs ORDER BY id"))]
+    assert runs == [("created", 1)] + [("abandoned", None)] * len(POINTS) + [("created", 2)]

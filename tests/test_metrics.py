@@ -30,3 +30,37 @@ def test_scores_rank_like_the_lists():
     # user 1 ranks b, d, c, a and bought {d}; user 2 ranks a, b and bought {c}.
     recall, ndcg = recall_ndcg(scores, ids, [{"d"}, {"c"}], k=2)
     assert recall == 0.5 and ndcg == pytest.approx(0.5 / math.log2(3))
+
+
+def test_repeat_and_explore_split_by_hand():
+    from freshrec.bench.metrics import user_metrics
+
+    # bought {a, b, x}; had {a, b, c} before: repeat {a, b}, explore {x}. Ranked a, x, c, b (k=4).
+    m = user_metrics(["a", "x", "c", "b"], {"a", "b", "x"}, {"a", "b", "c"}, k=4)
+    assert m["recall"] == 1.0 and m["recall_repeat"] == 1.0 and m["recall_explore"] == 1.0
+    # repeat hits at ranks 1 and 4: DCG 1 + 1/log2(5); ideal 1 + 1/log2(3)
+    assert m["ndcg_repeat"] == pytest.approx((1 + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
+    assert m["ndcg_explore"] == pytest.approx(1 / math.log2(3))  # x at rank 2 of an ideal rank 1
+    # nothing new bought: explore is undefined (NaN), not zero
+    only_repeat = user_metrics(["a"], {"a"}, {"a"}, k=1)
+    assert math.isnan(only_repeat["recall_explore"]) and only_repeat["recall_repeat"] == 1.0
+
+
+def test_bootstrap_intervals_cover_the_mean_and_resample_users():
+    import pandas as pd
+
+    from freshrec.bench.metrics import bootstrap, ratio_interval
+
+    rng = np.random.default_rng(0)
+    users = [f"u{i}" for i in range(300)]
+    frame = pd.DataFrame({"user": users * 2, "week": ["w1"] * 300 + ["w2"] * 300,
+                          "arm": "a", "recall": rng.uniform(0, 1, 600)})
+    mean, lo, hi = bootstrap(frame, "recall")
+    assert lo < mean < hi and mean == pytest.approx(frame["recall"].mean())
+    assert 0.02 < hi - lo < 0.12  # about 4 standard errors of a uniform mean over 300 users
+    # a constant value has no spread at all
+    assert bootstrap(frame.assign(recall=0.5), "recall") == (0.5, 0.5, 0.5)
+    # an arm exactly 1.2x another, user by user: the ratio is 1.2 with no doubt
+    both = pd.concat([frame, frame.assign(arm="b", recall=frame["recall"] * 1.2)])
+    ratio, lo, hi = ratio_interval(both, "b", "a", "recall")
+    assert ratio == pytest.approx(1.2) and lo == pytest.approx(1.2) and hi == pytest.approx(1.2)

@@ -38,39 +38,43 @@ def _update(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def versions(module_db, retail_sample, tiny_model):
+def scenario(module_db, retail_sample, tiny_model):
+    """Versions 1 and 2 promoted; version 3 trained while an operator rolled back; then promotions
+    to 2 and 3 and rollbacks until there is nothing earlier. Each test checks one part of it."""
     apply(open_store(), get_settings().feast.repo_path)
     _load(retail_sample, until=date(2010, 12, 2))
     assert _update(tiny_model).version == 1
     _load(retail_sample, since=date(2010, 12, 3), until=date(2010, 12, 31))
     assert _update(tiny_model).version == 2
-    return module_db
-
-
-def test_a_rollback_while_an_update_trains_is_not_undone_by_its_publish(versions, retail_sample, tiny_model):
     _load(retail_sample, since=date(2011, 1, 1))
     # The operator rolls back while version 3 trains from version 2 (a fail-point hook: exactly then).
     faults.hooks["training"] = lambda: rollback(get_engine(), actor="operator", reason="bad week")
-    outcome = _update(tiny_model)
-    assert outcome.version == 3 and not outcome.promoted and "candidate" in outcome.message
-    assert _current() == 1  # the rollback stands
+    third = _update(tiny_model)
+    after_third = _current()
+    promote(get_engine(), 2, reason="re-promote")
+    promote(get_engine(), 3, reason="serve the candidate")
+    # promotions in effect now: 1, 2, 3 (the first 2 was rolled back)
+    walked = [rollback(get_engine()) for _ in range(2)]
+    with pytest.raises(VersionError, match="no earlier version"):
+        rollback(get_engine())
+    return {"third": third, "after_third": after_third, "walked": walked}
+
+
+def test_a_rollback_while_an_update_trains_is_not_undone_by_its_publish(scenario):
+    third = scenario["third"]
+    assert third.version == 3 and not third.promoted and "candidate" in third.message
+    assert scenario["after_third"] == 1  # the rollback stands
     with get_engine().connect() as conn:
         status, metrics = conn.execute(sa.text("SELECT status, metrics FROM model_versions WHERE version = 3")).one()
     assert status == "candidate"
     assert metrics["pointer"] == {"moved_since_cut": True, "started_from": 2, "found": 1}
 
 
-def test_rollbacks_walk_back_the_history_one_step_each(versions):
-    promote(get_engine(), 2, reason="re-promote")
-    promote(get_engine(), 3, reason="serve the candidate")
-    # promotions in effect: 1, 2, 3 (the earlier 2 was rolled back)
-    assert [rollback(get_engine()) for _ in range(2)] == [2, 1]
-    with pytest.raises(VersionError, match="no earlier version"):
-        rollback(get_engine())
-    assert _current() == 1
+def test_rollbacks_walk_back_the_history_one_step_each(scenario):
+    assert scenario["walked"] == [2, 1] and _current() == 1  # never 3, 2, 3, ...
 
 
-def test_history_cli_shows_every_move(versions):
+def test_history_cli_shows_every_move(scenario):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     out = subprocess.run(["freshrec", "history", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     moves = json.loads(out.stdout)

@@ -88,6 +88,9 @@ def test_cli_versions_lineage_and_readme_sql_recipes(two_versions, tiny_model):
     assert all(r["artifact_sha256"] and r["row_count"] for r in lineage["chain"])
     assert "another" not in cli("update", "--base-model", tiny_model).stdout
     assert "no new rows" in cli("update", "--base-model", tiny_model).stdout
+    assert "ranker   " in cli("lineage", "2").stdout  # both stages of the version, one watermark
+    wrong = cli("update", "--candidates", "100,30")
+    assert wrong.returncode == 2 and "--candidates: '100,30' is not four counts" in wrong.stderr
     bad = cli("lineage", "99")
     assert bad.returncode == 2 and "version 99 does not exist" in bad.stderr
 
@@ -170,3 +173,43 @@ def test_a_head_update_on_texts_already_seen_runs_no_encoder_forward(two_version
     assert cache["hits"] > 0 and cache["evaluation"]["hits"] > 0
     if again.version != current:
         promote(get_engine(), current, reason="test: back")
+
+
+def test_held_out_baskets_are_split_whole_into_disjoint_validation_and_gate_slices(two_versions):
+    """The epoch is chosen on one half of the newest rows and the gate decides on the other: no basket
+    in both, none cut in two, the gate's half the newest."""
+    import pandas as pd
+
+    from freshrec.training.dataset import split_by_basket
+
+    with get_engine().connect() as conn:
+        rows = pd.read_sql(sa.text("SELECT id AS interaction_id, user_id, event_time AS event_timestamp "
+                                   "FROM interactions ORDER BY id"), conn)
+    train, held = split_by_basket(rows, 0.2)
+    valid, gate = split_by_basket(held, 0.5)
+    keys = [set(zip(f.user_id, f.event_timestamp)) for f in (train, valid, gate)]
+    assert all(len(k) for k in keys) and not (keys[0] & keys[1]) and not (keys[1] & keys[2]) and not (keys[0] & keys[2])
+    assert len(train) + len(valid) + len(gate) == len(rows)
+    assert valid.event_timestamp.max() <= gate.event_timestamp.min()
+    assert abs(len(held) / len(rows) - 0.2) < 0.05
+
+
+def test_cache_size_shows_and_prunes(two_versions):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def cli(*args):
+        return subprocess.run(["freshrec", *args], cwd=Path(__file__).resolve().parents[1], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    with get_engine().connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM encoder_states")).scalar()
+    assert before > 10 and "encoder states" in cli("cache", "status").stdout
+    assert f"evicted {before - 10:,} states" in cli("cache", "prune", "--keep", "10").stdout
+    with get_engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM encoder_states")).scalar() == 10
+    assert cli("cache", "prune", "--keep", "-1").returncode == 2

@@ -94,6 +94,33 @@ def test_it_wakes_on_new_rows_runs_alone_reports_and_stops_on_sigterm(rows, tiny
         watcher.send_signal(signal.SIGTERM)
         assert watcher.wait(timeout=120) == 0
     assert _status()["watcher_running"] is False
+
+
+def test_while_another_update_holds_the_lock_it_waits_a_poll_not_a_spin(rows, tiny_model, tmp_path):
+    from freshrec.updater import UPDATE_LOCK
+
+    with get_engine().begin() as conn:  # rows for a third version, which the watcher cannot make yet
+        conn.execute(sa.text(
+            "INSERT INTO interactions (event_key, user_id, item_id, event_type, quantity, event_time) "
+            "SELECT event_key || '-again', user_id, item_id, event_type, quantity, event_time + interval '60 days' "
+            "FROM interactions WHERE event_time >= '2011-01-01'"))
+    log = (tmp_path / "watch.log").open("w+")
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": UPDATE_LOCK})
+        watcher = _watch(tiny_model, log=log)
+        try:
+            time.sleep(8)
+        finally:
+            holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
+        try:
+            assert _until(lambda: _versions() == 3), (tmp_path / "watch.log").read_text()
+        finally:
+            watcher.send_signal(signal.SIGTERM)
+            watcher.wait(timeout=120)
+    with get_engine().connect() as conn:
+        locked = conn.execute(sa.text("SELECT count(*) FROM update_runs WHERE status = 'locked'")).scalar()
+    # about one try per poll (1 s) for 8 s, not a busy loop
+    assert 1 <= locked <= 12
     text = (tmp_path / "watch.log").read_text()
     assert "SIGTERM: finishing the update in progress, then exiting" in text and "watcher stopped after 2 updates" in text
     # standard logging: timestamp, level, logger

@@ -42,7 +42,8 @@ def test_week(engine, store, week_rows: pd.DataFrame, since: date, max_users: in
     with engine.connect() as conn:
         clock = serving_clock(conn)
         log = users_log(conn, list(bought.index), clock, item_ids)
-    users = [u for u in bought.index if u in set(log.users)]
+    known = set(log.users)
+    users = [u for u in bought.index if u in known]
     if len(users) > max_users:  # evenly spaced over user ids: deterministic
         users = [users[i] for i in np.linspace(0, len(users) - 1, max_users).astype(int)]
     rows = log.user_rows(users)
@@ -52,20 +53,27 @@ def test_week(engine, store, week_rows: pd.DataFrame, since: date, max_users: in
 
 
 def metric_rows(week: TestWeek, arm: str, ranked: list, item_ids: np.ndarray | None = None) -> list[dict]:
-    """One row per user: the six metrics of that arm's top K (item rows are mapped to ids)."""
+    """One row per user: the six metrics of that arm's top K (item rows are mapped to ids).
+
+    For a pipeline ranked in full (more than K items: every candidate), also how many candidates
+    it had and the share of the user's week they held (``coverage``, candidate recall).
+    """
     out = []
     for user, items, truth, history in zip(week.users, ranked, week.truth, week.history):
         ids = [str(i) for i in (item_ids[np.asarray(items, int)] if item_ids is not None else items)]
-        out.append({"arm": arm, "user": user, **user_metrics(ids, truth, history, K)})
+        row = {"arm": arm, "user": user, **user_metrics(ids[:K], truth, history, K)}
+        if len(ids) > K:
+            row.update(candidates=len(ids), coverage=len(truth & set(ids)) / len(truth))
+        out.append(row)
     return out
 
 
-def pipeline_ranked(snap: Snapshot, engine, week: TestWeek) -> list[list[str]]:
-    """What the API answers each user (``Snapshot.recommend``: candidates -> features -> ranker)."""
+def pipeline_ranked(snap: Snapshot, engine, week: TestWeek, k: int = K) -> list[list[str]]:
+    """What the API answers each user (``Snapshot.recommend``: candidates -> features -> ranker), top k."""
     from datetime import datetime, timezone
 
     with engine.connect() as conn:
-        answers = snap.recommend(conn, {u: week.features[u] for u in week.users}, K,
+        answers = snap.recommend(conn, {u: week.features[u] for u in week.users}, k,
                                  clock=datetime.fromtimestamp(week.clock, timezone.utc))
     return [[h.item_id for h in answers[u] or []] for u in week.users]
 

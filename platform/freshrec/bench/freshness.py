@@ -1,4 +1,4 @@
-"""``freshrec bench freshness``: from an event's POST to the API serving a version that trained on it.
+"""``freshrec bench freshness``: from an event's POST to the API serving a version whose watermark covers it.
 
 A database of its own, loaded with the first 13 weeks and a version 1; then ``freshrec serve`` and
 ``freshrec update --watch`` as their own processes, as in production. This process posts the
@@ -6,11 +6,14 @@ following weeks' real purchases over HTTP, one event per request, at a steady ra
 in turn, while it polls ``/readyz`` for the version the API serves. An event is *served* once the
 API answers with a version whose watermark covers the event's row (its ``ingest_xid`` lies below
 the version's ``xid_to``: the lineage has consumed it). Latency = that moment - the POST.
+
+"Consumed" is not always "trained on": the newest fifth of each cut is held out (half chooses the
+epoch, half is the gate's evidence), and the next version replays it with the older rows. The
+user's own rows count at once, though: the API reads a user's history per request.
 """
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -22,31 +25,15 @@ import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.bench import report
+from freshrec.bench.processes import spawn, wait_ready
 from freshrec.bench.timeline import open_timeline
-from freshrec.bench.updates import _base_model, _drop_database, _platform
+from freshrec.bench.platform import base_model_path, create_platform, dispose
 from freshrec.config import get_settings
-from freshrec.db import database_url, get_engine
+from freshrec.db import database_url
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.updater import run_update
 
 TOKEN = {"Authorization": "Bearer freshrec-dev-token"}
-
-
-def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(["freshrec", *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            cwd=Path(__file__).resolve().parents[3])
-
-
-def _wait_ready(url: str, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the API did not become ready")
 
 
 class _Served:
@@ -114,10 +101,10 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
     base, base_url = get_settings(), database_url()
     tag = f"{os.getpid()}_{int(time.time())}"
     scratch = base.home / "bench" / tag
-    base_model = _base_model(model, scratch)
+    base_model = base_model_path(model, scratch)
     timeline = open_timeline(None)
     name = f"freshrec_fresh_{tag}"
-    platform = _platform(base, base_url, name, "head", scratch, timeline)
+    platform = create_platform(base, base_url, name, "head", scratch, timeline)
     settings = platform.settings
     v1 = run_update(TrainingArguments(), GateArguments(enabled=False), base_model=base_model, settings=settings,
                     trigger="bench")
@@ -125,12 +112,12 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
     env = {**os.environ, "FRESHREC_DATABASE_URL": settings.database_url.get_secret_value(),
            "FRESHREC_ARTIFACTS_URI": settings.artifacts_root, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     url = f"http://127.0.0.1:{port}"
-    api = _spawn(["serve", "--port", str(port)], env, out_dir / "freshness-api.log")
+    api = spawn(["freshrec", "serve", "--port", str(port)], env, out_dir / "freshness-api.log")
     watcher = None
     rows, summary = [], []
     try:
-        _wait_ready(url)
-        watcher = _spawn(["update", "--watch", "--base-model", base_model, "--min-rows", str(min_rows),
+        wait_ready(url, proc=api)
+        watcher = spawn(["freshrec", "update", "--watch", "--base-model", base_model, "--min-rows", str(min_rows),
                           "--max-age", str(max_age), "--poll", "2"], env, out_dir / "freshness-watch.log")
         events = timeline.batch(*timeline.weeks[0]).interactions.sort_values("event_time").reset_index(drop=True)
         offset = 0
@@ -163,8 +150,7 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=120)
-        get_engine(settings).dispose()
-        _drop_database(base_url, name)
+        dispose(platform, base_url)
     extra = {"model": model, "seconds_per_rate": seconds, "min_rows": min_rows, "max_age": max_age,
              "wall_s": time.perf_counter() - started, "events": rows}
     json_path, md_path = report.write(out_dir, "freshness", summary, command, None, extra)
@@ -190,7 +176,7 @@ def _plot(frame: pd.DataFrame, path: Path, model: str) -> None:
         lat = np.sort(rows["latency_s"].dropna().to_numpy())
         if lat.size:
             ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, label=f"{rate:g} events/s")
-    ax.set(title=f"event -> served by a version that trained on it ({model}, head, watch mode)",
+    ax.set(title=f"event -> served by a version whose watermark covers it ({model}, head, watch mode)",
            xlabel="seconds after the POST", ylabel="share of events served")
     ax.grid(alpha=0.3)
     ax.legend()

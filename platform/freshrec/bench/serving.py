@@ -22,6 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from freshrec.bench import report
+from freshrec.bench.processes import wait_ready
 from freshrec.db.vectors import to_literal
 
 COLUMNS = ["target", "concurrency", "requests", "p50_ms", "p99_ms", "throughput_rps", "errors"]
@@ -33,7 +34,7 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 def _row(target: str, concurrency: int, latencies: list[float], seconds: float, errors: int) -> dict:
-    p50, p99 = _percentiles(latencies)
+    p50, p99 = _percentiles(latencies) if latencies else (float("nan"), float("nan"))
     return {"target": target, "concurrency": concurrency, "requests": len(latencies), "p50_ms": p50, "p99_ms": p99,
             "throughput_rps": len(latencies) / seconds, "errors": errors}
 
@@ -81,20 +82,6 @@ def _feast_load(store, users: list[str], concurrency: int, seconds: float) -> tu
     with ThreadPoolExecutor(concurrency) as pool:
         parts = list(pool.map(worker, range(concurrency)))
     return [x for p in parts for x in p], time.perf_counter() - started
-
-
-def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}{path}", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("freshrec serve did not become ready")
 
 
 # Returning users: active in the serving version's own cut, so the updater warmed their newest
@@ -177,13 +164,15 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
     if version is None:
         raise ValueError("no current version: run `freshrec demo` or `freshrec update` first")
     returning, others, queries = workload(engine, version)
+    if len(returning) < 2 * len(concurrencies) or len(others) < 50 + 2 * len(concurrencies):
+        raise ValueError("too few users with profiles to measure: load more data (`freshrec demo` loads 14 weeks)")
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "FRESHREC_SERVING__PORT": str(port)}
     server = subprocess.Popen([sys.executable, "-m", "freshrec", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     try:
-        _wait_ready(base, server)
+        wait_ready(base, proc=server)
         hot = [f"/v1/users/{u}/recommendations?k=20" for u in others[:50]]
         asyncio.run(_http_load(base, hot, 1, 3.0))  # warm-up: these 50 land in the process's own cache
         # Each cell takes users of its own, never asked for before in this process (a cell that runs
@@ -206,7 +195,7 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
     feast_port = port + 1
     feast = _feast_serve(feast_port)
     try:
-        _wait_ready(f"http://127.0.0.1:{feast_port}", feast, path="/health")
+        wait_ready(f"http://127.0.0.1:{feast_port}", path="/health", proc=feast)
         body = lambda u: ("/get-online-features", {"features": [USER_TEXT, *USER_ACTIVITY], "entities": {"user_id": [u]}})  # noqa: E731
         asyncio.run(_http_load(f"http://127.0.0.1:{feast_port}", [body(u) for u in returning[:50]], 1, 3.0))
         rows += _cells(f"http://127.0.0.1:{feast_port}", {
@@ -226,8 +215,8 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
     for c in concurrencies:
         ours = next(r for r in rows if r["target"] == "recommendations, returning user" and r["concurrency"] == c)
         theirs = next(r for r in rows if r["target"].startswith("feast serve") and r["concurrency"] == c)
-        ratios[f"c={c}"] = ours["p99_ms"] / theirs["p99_ms"]
-        echo(f"returning-user recommendation p99 / feast serve p99 at c={c}: {ratios[f'c={c}']:.2f}")
+        ratios[f"c={c}"] = ours["p99_ms"] / theirs["p99_ms"] if theirs["requests"] else None
+        echo(f"returning-user recommendation p99 / feast serve p99 at c={c}: {ratios[f'c={c}']}")
     retrieval = retrieval_comparison(engine, store, version)
     report.write(out_dir, "serve", rows, command, COLUMNS, {"version": version, "seconds_per_cell": seconds,
                                                            "p99_ratio_returning_vs_feast_serve": ratios,

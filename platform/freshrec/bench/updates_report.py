@@ -47,6 +47,9 @@ def summarise(frame: pd.DataFrame, costs: pd.DataFrame, strategies: list[str]) -
     for arm, rows in frame.groupby("arm"):
         arms[arm] = {m: _interval(bootstrap(rows, m)) for m in METRICS}
         arms[arm]["users"] = int(rows["user"].nunique())
+        if "coverage" in rows and rows["coverage"].notna().any():  # a pipeline ranked in full
+            arms[arm]["coverage"] = _interval(bootstrap(rows, "coverage"))
+            arms[arm]["candidates"] = float(rows["candidates"].mean())
     weekly = frame.groupby(["test_week", "arm"])["recall"].mean().unstack()
     targets = {}
     for s in strategies:
@@ -77,6 +80,13 @@ def summary_table(summary: dict) -> str:
         a = summary["arms"][arm]
         lines.append(f"| {arm} | {_fmt(a['recall'])} | {_fmt(a['ndcg'])} | {_fmt(a['recall_repeat'])} | "
                      f"{_fmt(a['recall_explore'])} | {_fmt(a['ndcg_repeat'])} | {_fmt(a['ndcg_explore'])} | {a['users']} |")
+    sized = [a for a in order if "coverage" in summary["arms"][a]]
+    if sized:
+        lines += ["", "| pipeline | candidates per user (mean) | coverage: share of the week's items among them | Recall@20 |",
+                  "|---|---|---|---|"]
+        for arm in sorted(sized, key=lambda a: summary["arms"][a]["candidates"]):
+            a = summary["arms"][arm]
+            lines.append(f"| {arm} | {a['candidates']:.0f} | {_fmt(a['coverage'])} | {_fmt(a['recall'])} |")
     lines += ["", "| target | measured | 95% interval |", "|---|---|---|"]
     for s, t in summary["targets"].items():
         for name in ("recall_vs_p_topfreq", "recall_vs_tifu_knn", "recall_vs_full_retrain"):

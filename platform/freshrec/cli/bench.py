@@ -1,4 +1,4 @@
-"""freshrec bench train | serve | updates | freshness: measurements that print a table and write JSON + Markdown."""
+"""freshrec bench train | serve | updates | freshness | rankers: measurements that print a table and write JSON + Markdown."""
 from __future__ import annotations
 
 import sys
@@ -87,10 +87,25 @@ def freshness(
     out: Path = OUT,
 ) -> None:
     """Event-to-served latency: post real events at steady rates to a live API while `update --watch` runs;
-    p50/p95/max from each POST until the API serves a version whose watermark covers the event."""
+    p50/p95/max from each POST until the API serves a version whose watermark covers (has consumed) the event."""
     from freshrec.bench import freshness as bench_freshness
 
     with user_errors():
         migrated_engine(migrate=True)
         bench_freshness.run(model, [float(r) for r in rates.split(",")], seconds, min_rows, max_age, out, _command(),
                             port=port, echo=typer.echo)
+
+
+@app.command()
+def rankers(
+    weeks: str = typer.Option("4,12,20,28,36", help="test weeks (0 = the week after the first 13), comma-separated"),
+    train_weeks: int = typer.Option(8, help="weeks of baskets before each test week to train on"),
+    out: Path = OUT,
+) -> None:
+    """The MLP ranker against LightGBM (lambdarank and binary) on the same candidates and features,
+    beside P-TopFreq: why freshrec's ranker is an MLP. Needs `pip install lightgbm` and the data loaded."""
+    from freshrec.bench import rankers as bench_rankers
+
+    with user_errors():
+        engine = migrated_engine(migrate=True)
+        bench_rankers.run(engine, [int(w) for w in weeks.split(",")], train_weeks, out, _command(), echo=typer.echo)

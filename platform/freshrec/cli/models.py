@@ -21,6 +21,15 @@ def _option(name: str, *flags: str, source: str = "train"):
     return typer.Option(spec.default, *flags, help=spec.metadata["help"])
 
 
+def _candidate_counts(text: str):
+    from freshrec.ranking.candidates import CandidateConfig
+
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--candidates: {text!r} is not four counts repeat,tower,copurchase,popular (e.g. 100,30,30,20)")
+    return CandidateConfig(*(int(p) for p in parts))
+
+
 def update(
     strategy: str = _option("strategy"),
     base_model: str = typer.Option(None, help="local Hugging Face encoder directory; default: MiniLM"),
@@ -36,6 +45,7 @@ def update(
     seed: int = _option("seed"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="compare with the parent before promoting"),
     tolerance: float = typer.Option(0.1, help="a candidate may trail its parent by this fraction of the parent's score"),
+    candidates: str = typer.Option("100,30,30,20", help="candidates per user from each source: repeat,tower,copurchase,popular"),
     watch: bool = typer.Option(False, "--watch", help="keep running: update whenever enough new rows are in"),
     min_rows: int = _option("min_rows", source="watch"),
     max_age: float = _option("max_age", source="watch"),
@@ -56,13 +66,15 @@ def update(
                                  l2_to_parent=l2_to_parent, negatives=negatives, negative_sampler=negative_sampler,
                                  replay_fraction=replay_fraction, lora_rank=lora_rank, device=device, seed=seed)
         gating = GateArguments(enabled=gate, tolerance=tolerance)
+        counts = _candidate_counts(candidates)
         configure()
         if watch:
             from freshrec.updater.args import WatchArguments
             from freshrec.updater.watch import watch as run_watch
 
-            raise typer.Exit(run_watch(args, gating, WatchArguments(min_rows, max_age, poll, backoff), base_model))
-        outcome = run_update(args, gating, base_model=base_model)
+            raise typer.Exit(run_watch(args, gating, WatchArguments(min_rows, max_age, poll, backoff), base_model,
+                                       candidates=counts))
+        outcome = run_update(args, gating, base_model=base_model, candidates=counts)
     typer.echo(outcome.message)
 
 
@@ -86,7 +98,11 @@ def lineage(version: int, as_json: bool = typer.Option(False, "--json")) -> None
         return
     echo_table([{k: r[k] for k in ("version", "parent", "status", "strategy", "xid_from", "xid_to", "row_count")} for r in rows])
     last = rows[-1]
+    ranker = last["metrics"].get("ranker") or {}
     typer.echo(f"\nartifact {last['artifact_uri']}\nsha256   {last['artifact_sha256']}\nfeatures {', '.join(last['feature_refs'])}")
+    if ranker:  # the ranker trains on the same cut as the towers: one watermark covers both
+        typer.echo(f"ranker   {ranker.get('examples', 0):,} candidates of {ranker.get('train_baskets', 0):,} baskets, "
+                   f"{ranker.get('epochs', 0)} epochs; gate: {last['metrics'].get('gate_reason', '-')}")
 
 
 def promote(version: int, reason: str = typer.Option("manual promotion")) -> None:

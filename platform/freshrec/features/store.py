@@ -60,12 +60,17 @@ def apply(store, repo_path: Path) -> list[str]:
 ONLINE_CURSOR = "online_store"
 _MATERIALIZE_LOCK = 0x6D617465  # "mate": one materialization at a time per database
 # The feature rows written by transactions in [cursor, horizon): where the next window starts and ends.
+# Only an entity's newest row goes online, and a load rewrites a user's whole profile history: the
+# window starts at the oldest *newest* profile among changed users, not at their first event ever.
 _CHANGED = """
+WITH changed_users AS (
+    SELECT DISTINCT user_id FROM user_profiles
+    WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8))
 SELECT min(valid_from), max(valid_from) FROM (
-    SELECT valid_from FROM user_profiles WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)
+    SELECT max(p.valid_from) AS valid_from FROM user_profiles p JOIN changed_users USING (user_id) GROUP BY p.user_id
     UNION ALL SELECT valid_from FROM items WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)
-    UNION ALL SELECT valid_from FROM item_daily_stats
-              WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)) changed"""
+    UNION ALL SELECT max(valid_from) FROM item_daily_stats
+              WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8) GROUP BY item_id) changed"""
 
 
 def materialize(store, end: datetime | None = None, engine=None) -> tuple[datetime, datetime] | None:

@@ -23,13 +23,16 @@ from freshrec.ranking.events import EventLog
 
 STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
 
+# Purchases: the ranker predicts what is bought, so baskets, labels and the repeat history are
+# purchases (views, clicks and carts shape the profile text and the activity counts).
 _CONSUMED_ROWS = """
-SELECT user_id, item_id, event_time FROM interactions WHERE ingest_xid < CAST(:xid_to AS xid8)"""
+SELECT user_id, item_id, event_time FROM interactions
+WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
 _ROWS_BEFORE = """
-SELECT user_id, item_id, event_time FROM interactions WHERE event_time < :clock"""
+SELECT user_id, item_id, event_time FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
 _USER_ROWS = """
 SELECT user_id, item_id, event_time FROM interactions
-WHERE user_id = ANY(:users) AND event_time < :clock"""
+WHERE user_id = ANY(:users) AND event_time < :clock AND event_type = 'purchase'"""
 _STATS_AT = """
 SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats
 WHERE valid_from = ANY(:stamps)"""

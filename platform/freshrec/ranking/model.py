@@ -12,7 +12,7 @@ import pandas as pd
 
 from freshrec.ranking.candidates import CandidateConfig
 from freshrec.ranking.events import EventLog, epoch_seconds
-from freshrec.ranking.pipeline import Queries, TowerIndex
+from freshrec.ranking.pipeline import Queries, TowerIndex, basket_items
 from freshrec.training.encoder import Encoder
 from freshrec.training.ranker import Ranker
 
@@ -33,10 +33,6 @@ class RankingModel:
                            float(model.bias.detach()))
         return cls(encoder, index, ranker, config, max_user_tokens)
 
-    def queries(self, log: EventLog, user_ids, times: np.ndarray, activity: np.ndarray, texts: list[str]) -> Queries:
-        return Queries(log.user_rows(user_ids), np.asarray(times, np.float64), np.asarray(activity, np.float32),
-                       self.encoder.users(list(texts), self.max_user_tokens))
-
 
 def basket_frame(rows: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     """One row per basket (user, moment) of Feast rows, with its point-in-time text and activity.
@@ -55,6 +51,15 @@ def basket_frame(rows: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     return baskets
 
 
-def basket_queries(model: RankingModel, log: EventLog, baskets: pd.DataFrame) -> Queries:
+def basket_queries(model: RankingModel, log: EventLog, baskets: pd.DataFrame) -> tuple[Queries, list[set[int]]]:
+    """Each basket as a query at its moment, and what it bought; baskets that bought nothing (a view,
+    a click) are left out: there is nothing to learn or check there."""
     activity = baskets[["n_events", "n_baskets"]].fillna(0).to_numpy(np.float32)
-    return model.queries(log, baskets["user_id"], baskets["time"].to_numpy(), activity, baskets["user_text"].tolist())
+    queries = Queries(log.user_rows(baskets["user_id"]), baskets["time"].to_numpy(np.float64), activity,
+                      np.zeros((len(baskets), 0), np.float32))
+    bought = basket_items(log, queries)
+    keep = np.flatnonzero([len(b) > 0 for b in bought])
+    texts = baskets["user_text"].to_numpy(dtype=object)[keep].tolist()
+    queries = queries.take(keep)
+    queries.user_vecs = model.encoder.users(texts, model.max_user_tokens)
+    return queries, [bought[k] for k in keep]

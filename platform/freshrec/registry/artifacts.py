@@ -123,7 +123,12 @@ def _apply_lora(encoder, delta: dict[str, torch.Tensor], config: dict):
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
     peft_model = get_peft_model(encoder, LoraConfig(**config))
-    set_peft_model_state_dict(peft_model, delta)
+    result = set_peft_model_state_dict(peft_model, delta)
+    # A delta that misses adapter tensors would leave random (B: zero) adapters: refuse, as for heads.
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if missing or unexpected:
+        raise IncompatibleArtifact(f"LoRA delta: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return peft_model.merge_and_unload()
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -69,6 +69,10 @@ class Snapshot:
     @property
     def item_vecs(self) -> np.ndarray:
         return self.ranking.index.item_vecs
+
+    def with_candidates(self, config: CandidateConfig) -> Snapshot:
+        """The same version proposing other candidate counts (the benchmark's sweep)."""
+        return replace(self, ranking=replace(self.ranking, config=config))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Search queries through the user tower (not cached: queries are open-ended)."""

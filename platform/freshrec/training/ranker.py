@@ -89,6 +89,8 @@ def fit(ranker: Ranker, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.nd
     """Train in place; keeps the epoch with the lowest validation loss."""
     torch.manual_seed(args.seed)
     started = time.perf_counter()
+    if len(train[0]) == 0:
+        raise ValueError("the ranker has no training examples (no basket with a history in the new rows)")
     x, y = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in train)
     xv, yv = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in valid)
     if not from_parent:
@@ -96,7 +98,8 @@ def fit(ranker: Ranker, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.nd
     reference = {n: p.detach().clone() for n, p in ranker.named_parameters()}
     optimizer = torch.optim.AdamW(ranker.parameters(), lr=args.learning_rate, weight_decay=0.0)
     result = RankerResult(examples=len(x), positives=int(y.sum()))
-    best, best_state, stale = _loss(ranker, xv, yv, args.batch_size) if from_parent and len(xv) else np.inf, None, 0
+    validated = len(xv) > 0  # without held-out baskets: every epoch runs and the last is kept
+    best, best_state, stale = _loss(ranker, xv, yv, args.batch_size) if from_parent and validated else np.inf, None, 0
     for _ in range(args.epochs):
         ranker.train()
         order = torch.randperm(len(x))
@@ -109,9 +112,12 @@ def fit(ranker: Ranker, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.nd
             loss.backward()
             optimizer.step()
         result.epochs += 1
-        now = _loss(ranker, xv, yv, args.batch_size) if len(xv) else float("nan")
+        now = _loss(ranker, xv, yv, args.batch_size) if validated else float("nan")
         result.valid_losses.append(now)
-        if np.isnan(now) or now < best - 1e-5:
+        diverged = not all(torch.isfinite(p).all() for p in ranker.parameters())
+        if diverged or (validated and not np.isfinite(now)):
+            break  # a diverged epoch is never kept: the best so far (or the parent) stands
+        if not validated or now < best - 1e-5:
             best, best_state, stale = now, {k: v.clone() for k, v in ranker.state_dict().items()}, 0
         else:
             stale += 1
@@ -121,5 +127,7 @@ def fit(ranker: Ranker, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.nd
         ranker.load_state_dict(best_state)
     elif from_parent:  # no epoch beat the parent on held-out baskets: keep the parent's weights
         ranker.load_state_dict({**ranker.state_dict(), **{n: reference[n] for n in reference}})
+    else:
+        raise ValueError("the ranker diverged in its first epoch (non-finite weights or loss): lower its learning rate")
     result.seconds = time.perf_counter() - started
     return result

@@ -1,7 +1,8 @@
-"""The gate: the candidate version's whole pipeline against its parent's, on baskets neither trained on.
+"""The gate: the candidate version's whole pipeline against its parent's.
 
-Two slices: the newest held-out baskets of the cut (``gate_rows``, disjoint from the rows that
-chose the epoch) and a guard sample of older baskets (forgetting). Each is scored with Recall@K
+Two slices: the newest held-out baskets of the cut (``gate_rows``: neither version trained on
+them, and they did not choose the epoch) and a guard sample of older baskets, not replayed in this
+update (forgetting: both versions' lineage learned from them). Each is scored with Recall@K
 and NDCG@K of the pipeline's top K against the basket's items. The candidate passes when it
 trails its parent by at most ``tolerance`` *of the parent's score* on all four. A slice with no
 baskets is no evidence: the candidate is rejected (``--no-gate`` promotes without comparing).
@@ -13,7 +14,7 @@ import pandas as pd
 from freshrec.ranking import inputs
 from freshrec.ranking.events import EventLog
 from freshrec.ranking.model import RankingModel, basket_frame, basket_queries
-from freshrec.ranking.pipeline import basket_items, rank
+from freshrec.ranking.pipeline import rank
 from freshrec.training.args import GateArguments
 from freshrec.training.evaluate import ranked_metrics
 
@@ -31,12 +32,12 @@ def slice_baskets(gate_rows: pd.DataFrame, guard_rows: pd.DataFrame, trained: pd
 
 def score(model: RankingModel, log: EventLog, baskets: pd.DataFrame, days: inputs.OfflineDays, k: int) -> dict:
     """Recall@k and NDCG@k of the pipeline's top k against each basket's own items."""
-    if len(baskets) == 0:
+    queries, bought = basket_queries(model, log, baskets) if len(baskets) else (None, [])
+    if not bought:
         return {"recall": None, "ndcg": None, "baskets": 0}
-    queries = basket_queries(model, log, baskets)
     cands, _, tops = rank(log, queries, model.index, model.ranker, model.config, days, k)
-    recall, ndcg = ranked_metrics([cands.item[t] for t in tops], basket_items(log, queries), k)
-    return {"recall": recall, "ndcg": ndcg, "baskets": len(baskets)}
+    recall, ndcg = ranked_metrics([cands.item[t] for t in tops], bought, k)
+    return {"recall": recall, "ndcg": ndcg, "baskets": len(bought)}
 
 
 def decide(candidate: dict, parent: dict | None, gate: GateArguments) -> tuple[bool, str]:

@@ -13,30 +13,21 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 
-import numpy as np
 import sqlalchemy as sa
 
-import freshrec
 from freshrec.config import Settings, get_settings
 from freshrec.db import cursors, get_engine
 from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, open_store
 from freshrec.ranking.candidates import CandidateConfig
-from freshrec.ranking.events import epoch_seconds
 from freshrec.ranking.inputs import OfflineDays, consumed_log
-from freshrec.ranking.model import RankingModel
-from freshrec.ranking.pipeline import day_of
 from freshrec.registry import artifacts
-from freshrec.registry.versions import NewVersion, chain, current_version, publish
+from freshrec.registry.versions import NewVersion, current_version, publish
 from freshrec.training import dataset
 from freshrec.training.args import GateArguments, TrainingArguments
-from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
 from freshrec.training.distributed import World, join
-from freshrec.training.encoder import Encoder
 from freshrec.training.examples import TrainingData
-from freshrec.training.modeling import TwoTower
 from freshrec.training.ranker import RankerArguments
 from freshrec.training.state_cache import StateCache, encoder_digest
 from freshrec.training.train import fine_tune, wrap_lora
@@ -44,6 +35,14 @@ from freshrec.training.watermark import parent_horizon, take_cut
 from freshrec.updater import gate as gating
 from freshrec.updater import runs
 from freshrec.updater.freshness import UPDATE_LOCK
+from freshrec.updater.models import (
+    code_version,
+    encoder_delta,
+    needed_days,
+    ranking_model,
+    start_model,
+    trainable_digest,
+)
 from freshrec.updater.ranker_stage import train_ranker
 
 log = logging.getLogger("freshrec.updater")
@@ -63,14 +62,6 @@ class UpdateOutcome:
     metrics: dict = field(default_factory=dict)
 
 
-def code_version() -> str:
-    """The installed package's version (images carry no .git to ask)."""
-    try:
-        return metadata.version("freshrec")
-    except metadata.PackageNotFoundError:
-        return freshrec.__version__
-
-
 @dataclass
 class _Plan:
     """What rank 0 hands the other ranks under torchrun: where to start, and what to train on."""
@@ -78,20 +69,6 @@ class _Plan:
     parent: int | None
     base_model: str | None
     data: TrainingData
-
-
-def _start_model(engine, parent: int | None, base_model: str | None, dim: int, seed: int = 0):
-    """The parent's towers (resolved through its chain) and the parent as loaded, or fresh towers."""
-    import torch
-
-    torch.manual_seed(seed)  # fresh projections start alike on every rank
-    if parent is None:
-        path = resolve(base_model)
-        return TwoTower(load_encoder(path), dim), load_tokenizer(path), str(path), None
-    with engine.connect() as conn:
-        lineage = chain(conn, parent)
-    loaded = artifacts.load_chain(lineage, dim)
-    return loaded.model, loaded.tokenizer, loaded.manifest["base_model"], loaded
 
 
 def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
@@ -133,7 +110,7 @@ def _follow(world: World, args: TrainingArguments, settings: Settings) -> Update
     if plan is None:
         return UpdateOutcome("follower", message=f"rank {world.rank}: nothing to train")
     engine = get_engine(settings)
-    model, tokenizer, _, _ = _start_model(engine, plan.parent, plan.base_model, args.embedding_dim, args.seed)
+    model, tokenizer, _, _ = start_model(engine, plan.parent, plan.base_model, args.embedding_dim, args.seed)
     if args.strategy == "lora":
         wrap_lora(model, args)
     device = world.device(args.device)
@@ -154,46 +131,6 @@ def _report_horizon(engine) -> None:
         log.warning(f"the cut's horizon is held by a transaction open for {oldest['age_seconds']:,.0f} s "
             f"(pid {oldest['pid']}, database {oldest['database']}, {oldest['state']}); rows committed after it "
             "started wait for it to end. idle_in_transaction_session_timeout bounds this.")
-
-
-def trainable_digest(model) -> str:
-    """sha256 of the trainable weights: data-parallel ranks must end with the very same ones."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        if p.requires_grad:
-            h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _encoder_delta(model: TwoTower, args: TrainingArguments, parent: int | None, lora_config: dict | None):
-    """What the version stores of its encoder, and how to rebuild it (merges LoRA into the model)."""
-    if args.strategy == "lora":
-        from peft import get_peft_model_state_dict
-
-        state = get_peft_model_state_dict(model.encoder)
-        model.encoder = model.encoder.merge_and_unload()
-        return state, {"kind": "lora", "lora_config": lora_config}
-    if args.strategy == "full":
-        return model.encoder.state_dict(), {"kind": "full"}
-    return {}, {"kind": "inherit" if parent is not None else "base"}
-
-
-def ranking_model(engine, model, tokenizer, device, cache, catalog, ranker, config, args) -> RankingModel:
-    """A version's parts as the pipeline uses them (its encoder's states through the shared cache)."""
-    model.to(device).eval()
-    cache = cache or StateCache(engine, encoder_digest(model.encoder, device))
-    return RankingModel.build(Encoder(model, tokenizer, device, cache=cache), catalog["item_text"].tolist(), ranker,
-                              config, args.max_user_tokens, args.max_item_tokens)
-
-
-def needed_days(data: TrainingData) -> np.ndarray:
-    """The UTC days of every basket the ranker trains, validates or is gated on."""
-    frames = [data.train_rows, data.valid_rows, data.gate_rows, data.guard_rows]
-    times = np.concatenate([epoch_seconds(f["event_timestamp"]) for f in frames if len(f)] or [np.zeros(0)])
-    return np.unique(day_of(times))
 
 
 def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings) -> UpdateOutcome:
@@ -223,7 +160,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     timings["features_s"] = time.perf_counter() - t0
     world.broadcast(_Plan(parent, base_model, data))
     device = world.device(args.device)
-    model, tokenizer, base_path, parent_loaded = _start_model(engine, parent, base_model, args.embedding_dim, args.seed)
+    model, tokenizer, base_path, parent_loaded = start_model(engine, parent, base_model, args.embedding_dim, args.seed)
     parent_model = copy.deepcopy(model) if parent is not None else None
     lora_config = wrap_lora(model, args) if args.strategy == "lora" else None
     # The head strategy keeps the parent's (frozen) encoder: its states carry over between versions.
@@ -235,7 +172,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     on = f"{device} x {world.size} ranks" if world.distributed else str(device)
     log.info(f"towers: {result.epochs} epochs, {result.rows_seen:,} pairs, {result.rows_per_second:,.0f} pairs/s on {on}; "
         f"encoder states {result.encoder_cache}; trainable weights sha256 {trainable_digest(model)}")
-    encoder_state, encoder_meta = _encoder_delta(model, args, parent, lora_config)
+    encoder_state, encoder_meta = encoder_delta(model, args, parent, lora_config)
 
     t2 = time.perf_counter()
     catalog = data.catalog

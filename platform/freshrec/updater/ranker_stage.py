@@ -18,7 +18,7 @@ from freshrec.ranking.candidates import FEATURES
 from freshrec.ranking.events import EventLog
 from freshrec.ranking.inputs import OfflineDays
 from freshrec.ranking.model import RankingModel, basket_frame, basket_queries
-from freshrec.ranking.pipeline import candidates_by_day, labels
+from freshrec.ranking.pipeline import candidates_by_day
 from freshrec.training.examples import TrainingData
 from freshrec.training.ranker import Ranker, RankerArguments, RankerResult, fit
 
@@ -33,9 +33,10 @@ class RankerExamples:
 def examples(model: RankingModel, log: EventLog, baskets, days: OfflineDays) -> RankerExamples:
     if len(baskets) == 0:
         return RankerExamples(np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.float32), 0)
-    queries = basket_queries(model, log, baskets)
+    queries, bought = basket_queries(model, log, baskets)
     cands = candidates_by_day(log, queries, model.index, model.config, days)
-    return RankerExamples(cands.features, labels(log, queries, cands), len(baskets))
+    label = np.array([i in bought[q] for q, i in zip(cands.query.tolist(), cands.item.tolist())], np.float32)
+    return RankerExamples(cands.features, label, len(queries))
 
 
 def train_ranker(parent_ranker: Ranker | None, features_from: RankingModel, log: EventLog, data: TrainingData,
@@ -48,6 +49,9 @@ def train_ranker(parent_ranker: Ranker | None, features_from: RankingModel, log:
     valid = examples(features_from, log, basket_frame(data.valid_rows), days)
     # A child keeps its parent's shape and feature scaling: a warm start, not a new model.
     ranker = copy.deepcopy(parent_ranker) if parent_ranker is not None else Ranker(len(FEATURES), args.hidden)
+    info = {"train_baskets": train.baskets, "valid_baskets": valid.baskets}
+    if len(train.labels) == 0 and parent_ranker is not None:  # nobody in the new rows had a history
+        return ranker, RankerResult(), info
     result = fit(ranker, (train.features, train.labels), (valid.features, valid.labels), args,
                  from_parent=parent_ranker is not None)
-    return ranker, result, {"train_baskets": train.baskets, "valid_baskets": valid.baskets}
+    return ranker, result, info

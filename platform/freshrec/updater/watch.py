@@ -25,7 +25,6 @@ import signal
 import time
 
 import psycopg
-import sqlalchemy as sa
 
 from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
@@ -71,18 +70,18 @@ def _wait(state: dict, args: WatchArguments, not_before: float | None) -> float:
     return min(max(wait, 0.05), args.poll)
 
 
-def _update(store, train: TrainingArguments, gate: GateArguments, base_model, settings) -> UpdateOutcome:
+def _update(store, train: TrainingArguments, gate: GateArguments, base_model, settings, candidates) -> UpdateOutcome:
     from freshrec.features import materialize
 
     started = time.perf_counter()
     materialize(store, engine=get_engine(settings))
-    outcome = run_update(train, gate, base_model=base_model, settings=settings, trigger="watch")
+    outcome = run_update(train, gate, base_model=base_model, settings=settings, trigger="watch", candidates=candidates)
     log.info("%s (%.1f s)", outcome.message, time.perf_counter() - started)
     return outcome
 
 
 def watch(train: TrainingArguments, gate: GateArguments, args: WatchArguments, base_model: str | None = None,
-          settings: Settings | None = None) -> int:
+          settings: Settings | None = None, candidates=None) -> int:
     """Run until stopped; returns the process exit status."""
     from freshrec.features import open_store
 
@@ -102,15 +101,23 @@ def watch(train: TrainingArguments, gate: GateArguments, args: WatchArguments, b
                 state = unseen(conn)
             if _due(state, args) and time.monotonic() >= not_before:
                 try:
-                    _update(store, train, gate, base_model, settings)
-                    failures, updates = 0, updates + 1
+                    outcome = _update(store, train, gate, base_model, settings, candidates)
+                    failures = 0
+                    if outcome.status == "created":
+                        updates += 1
+                    else:
+                        # Another updater holds the lock (a manual run, the GPU job), or the cut
+                        # found nothing yet (an old open transaction holds the horizon back):
+                        # look again after a poll, not at once.
+                        not_before = time.monotonic() + args.poll
                 except Exception:  # noqa: BLE001 - the watcher outlives a failed update
                     failures += 1
                     delay = min(args.backoff * 2 ** (failures - 1), 600.0)
                     not_before = time.monotonic() + delay
                     log.exception("update failed (%d in a row); next try in %.0f s", failures, delay)
                 continue
-            for _ in listener.notifies(timeout=_wait(state, args, not_before if failures else None), stop_after=1):
+            waiting = not_before if time.monotonic() < not_before else None
+            for _ in listener.notifies(timeout=_wait(state, args, waiting), stop_after=1):
                 pass  # a notification: rows arrived, look again
         log.info("watcher stopped after %d updates", updates)
         return 0
