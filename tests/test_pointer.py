@@ -51,21 +51,22 @@ def scenario(module_db, retail_sample, tiny_model):
     faults.hooks["training"] = lambda: rollback(get_engine(), actor="operator", reason="bad week")
     third = _update(tiny_model)
     after_third = _current()
+    with get_engine().connect() as conn:  # as published, before the promotions below change it
+        third_row = conn.execute(sa.text("SELECT status, metrics FROM model_versions WHERE version = 3")).one()
     promote(get_engine(), 2, reason="re-promote")
     promote(get_engine(), 3, reason="serve the candidate")
     # promotions in effect now: 1, 2, 3 (the first 2 was rolled back)
     walked = [rollback(get_engine()) for _ in range(2)]
     with pytest.raises(VersionError, match="no earlier version"):
         rollback(get_engine())
-    return {"third": third, "after_third": after_third, "walked": walked}
+    return {"third": third, "third_row": third_row, "after_third": after_third, "walked": walked}
 
 
 def test_a_rollback_while_an_update_trains_is_not_undone_by_its_publish(scenario):
     third = scenario["third"]
     assert third.version == 3 and not third.promoted and "candidate" in third.message
     assert scenario["after_third"] == 1  # the rollback stands
-    with get_engine().connect() as conn:
-        status, metrics = conn.execute(sa.text("SELECT status, metrics FROM model_versions WHERE version = 3")).one()
+    status, metrics = scenario["third_row"]
     assert status == "candidate"
     assert metrics["pointer"] == {"moved_since_cut": True, "started_from": 2, "found": 1}
 

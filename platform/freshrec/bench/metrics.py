@@ -23,7 +23,8 @@ def _recall_ndcg(ranked: list, relevant: set, k: int) -> tuple[float, float]:
     hits = np.array([item in relevant for item in list(ranked)[:k]], dtype=float)
     ideal = min(len(relevant), k)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    return hits.sum() / ideal, (hits * discounts[: len(hits)]).sum() / discounts[:ideal].sum()
+    # min(1, .): the two sums run over arrays of different lengths and may differ in the last bit.
+    return hits.sum() / ideal, min(1.0, (hits * discounts[: len(hits)]).sum() / discounts[:ideal].sum())
 
 
 def user_metrics(ranked: list, truth: set, history: set, k: int) -> dict[str, float]:
