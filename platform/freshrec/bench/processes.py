@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[3]
 def spawn(cmd: list[str], env: dict, log: Path | None = None) -> subprocess.Popen:
     """Start ``cmd`` from the repository root, its output to ``log`` (a pipe nobody reads would fill and
     stall it)."""
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
     out = log.open("w") if log else subprocess.DEVNULL
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
