@@ -57,6 +57,19 @@ def rows(module_db, retail_sample):
     return retail_sample
 
 
+def test_rows_not_yet_due_set_the_wait_to_when_the_oldest_comes_due(rows):
+    # PostgreSQL's extract(epoch ...) is numeric; the watcher's arithmetic needs floats.
+    from freshrec.updater.args import WatchArguments
+    from freshrec.updater.freshness import unseen
+    from freshrec.updater.watch import _due, _wait
+
+    with get_engine().connect() as conn:
+        state = unseen(conn)
+    assert state["rows_unseen"] > 0 and isinstance(state["oldest_unseen_seconds"], float)
+    args = WatchArguments(min_rows=10**9, max_age=state["oldest_unseen_seconds"] + 30, poll=60)
+    assert not _due(state, args) and 29 <= _wait(state, args, None) <= 30
+
+
 def test_a_failing_update_backs_off_with_growing_delays(rows, tmp_path):
     log = (tmp_path / "watch.log").open("w+")
     watcher = _watch("/no/such/model", "--backoff", "1", log=log)

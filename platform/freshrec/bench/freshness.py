@@ -133,7 +133,7 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
             lat = frame["latency_s"].dropna()
             with platform.engine.connect() as conn:
                 cycles = pd.read_sql(sa.text(
-                    "SELECT status, extract(epoch FROM finished_at - started_at) AS seconds FROM update_runs "
+                    "SELECT status, extract(epoch FROM finished_at - started_at)::float8 AS seconds FROM update_runs "
                     "WHERE trigger = 'watch' AND started_at >= to_timestamp(:t)"), conn, params={"t": sent[0]["posted"]})
             done = cycles[cycles["status"] == "created"]
             row = {"rate_per_s": rate, "events": len(frame), "errors": int((frame["status"] != 200).sum()),

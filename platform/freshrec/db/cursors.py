@@ -29,7 +29,7 @@ def write(conn: Connection, name: str, xid: str) -> None:
 
 
 _OLDEST = """
-SELECT pid, datname AS database, state, extract(epoch FROM now() - xact_start) AS age_seconds
+SELECT pid, datname AS database, state, extract(epoch FROM now() - xact_start)::float8 AS age_seconds
 FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
 ORDER BY age(backend_xid) DESC LIMIT 1"""
 

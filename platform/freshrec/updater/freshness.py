@@ -23,16 +23,16 @@ _BEHIND = """
 WITH served AS (SELECT c.version, v.created_at, w.xid_to FROM current_version c
                 JOIN model_versions v USING (version) LEFT JOIN watermarks w USING (version))
 SELECT (SELECT version FROM served) AS version,
-       extract(epoch FROM now() - (SELECT created_at FROM served)) AS version_age_seconds,
+       extract(epoch FROM now() - (SELECT created_at FROM served))::float8 AS version_age_seconds,
        count(i.id) AS rows_behind,
-       extract(epoch FROM now() - min(i.ingest_time)) AS oldest_untrained_seconds
+       extract(epoch FROM now() - min(i.ingest_time))::float8 AS oldest_untrained_seconds
 FROM interactions i
 WHERE i.ingest_xid >= coalesce((SELECT xid_to FROM served), '0'::xid8)"""
 # An advisory lock on a key below 2^32 shows in pg_locks as (classid 0, objid key, objsubid 1).
 # Rows no version has consumed yet (past the newest watermark, whatever that version's status):
 # what a watching updater waits for. A rejected version's rows are not "new" to it.
 _UNSEEN = """
-SELECT count(*) AS rows_unseen, extract(epoch FROM now() - min(ingest_time)) AS oldest_unseen_seconds
+SELECT count(*) AS rows_unseen, extract(epoch FROM now() - min(ingest_time))::float8 AS oldest_unseen_seconds
 FROM interactions WHERE ingest_xid >= coalesce((SELECT max(xid_to) FROM watermarks), '0'::xid8)"""
 _HELD = """
 SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_database d ON d.oid = l.database

@@ -22,7 +22,7 @@ WHERE id = :id"""
 _ABANDONED = "UPDATE update_runs SET status = 'abandoned', finished_at = now() WHERE status = 'running' AND id <> :id"
 _LAST = """
 SELECT id, status, version, rows, message, trigger, started_at, finished_at,
-       extract(epoch FROM coalesce(finished_at, now()) - started_at) AS seconds
+       extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8 AS seconds
 FROM update_runs WHERE status NOT IN ('locked', 'running') ORDER BY id DESC LIMIT 1"""
 
 
