@@ -52,7 +52,12 @@ async def _http_load(base: str, paths: list, concurrency: int, seconds: float) -
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 target = paths[i % len(paths)]
-                r = await (http.post(target[0], json=target[1]) if isinstance(target, tuple) else http.get(target))
+                try:
+                    r = await (http.post(target[0], json=target[1]) if isinstance(target, tuple) else http.get(target))
+                except httpx.TransportError:  # a reset connection is an error of the server under test
+                    errors += 1
+                    i += concurrency
+                    continue
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                 else:
@@ -156,7 +161,8 @@ def _cells(base: str, targets: dict, concurrencies: list[int], seconds: float, e
 def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, command: str, echo=print) -> dict:
     from freshrec.config import get_settings
     from freshrec.db import get_engine
-    from freshrec.features import USER_ACTIVITY, USER_TEXT, open_store
+    from freshrec.features import open_store
+    from freshrec.features.store import USER_ACTIVITY, USER_TEXT
 
     engine = get_engine()
     with engine.connect() as conn:

@@ -15,6 +15,8 @@ DAY = 86_400.0
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(times):  # already epoch seconds
+        return times.to_numpy(np.float64)
     stamps = pd.to_datetime(times, utc=True)
     return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
 

@@ -31,7 +31,7 @@ WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
 _ROWS_BEFORE = """
 SELECT user_id, item_id, event_time FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
 _USER_ROWS = """
-SELECT user_id, item_id, event_time FROM interactions
+SELECT user_id, item_id, extract(epoch FROM event_time)::float8 AS event_time FROM interactions
 WHERE user_id = ANY(:users) AND event_time < :clock AND event_type = 'purchase'"""
 _STATS_AT = """
 SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats
@@ -51,8 +51,9 @@ def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray) -> EventLog:
 
 def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: np.ndarray) -> EventLog:
     """These users' events strictly before ``clock`` (live rows included: the freshest history there is)."""
-    frame = pd.read_sql(sa.text(_USER_ROWS), conn, params={"users": list(user_ids), "clock": clock})
-    return EventLog.build(frame, item_ids)
+    # Per request: plain rows and epoch seconds from SQL, not pandas' read_sql and datetime parsing.
+    rows = conn.execute(sa.text(_USER_ROWS), {"users": list(user_ids), "clock": clock}).all()
+    return EventLog.build(pd.DataFrame(rows, columns=["user_id", "item_id", "event_time"]), item_ids)
 
 
 def rows_before(conn: Connection, clock: datetime, item_ids: np.ndarray) -> EventLog:

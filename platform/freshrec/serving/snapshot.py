@@ -92,12 +92,16 @@ class Snapshot:
                     self._user_cache.move_to_end((user, ts))
                     out[n] = self._user_cache[(user, ts)]
         missing = [n for n, v in enumerate(out) if v is None]
-        if len(missing) == 1:
-            fresh = [self._batcher(profiles[missing[0]][1])]
-        elif missing:
-            fresh = self._encode([profiles[n][1] for n in missing])
+        # A returning user's state is in the shared cache: one lookup, no wait in the micro-batcher.
+        cached = self.ranking.encoder.cached_users([profiles[n][1] for n in missing], self.ranking.max_user_tokens)
+        fresh = {missing[i]: vec for i, vec in cached.items()}
+        rest = [n for n in missing if n not in fresh]
+        if len(rest) == 1:
+            fresh[rest[0]] = self._batcher(profiles[rest[0]][1])
+        elif rest:
+            fresh.update(zip(rest, self._encode([profiles[n][1] for n in rest])))
         with self._lock:
-            for n, vec in zip(missing, fresh if missing else []):
+            for n, vec in fresh.items():
                 out[n] = self._user_cache[(profiles[n][0], profiles[n][2])] = vec
             while len(self._user_cache) > self.cache_size:
                 self._user_cache.popitem(last=False)

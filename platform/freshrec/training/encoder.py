@@ -74,6 +74,21 @@ class Encoder:
         return states[[position[t] for t in texts]]
 
     @torch.no_grad()
+    def cached_users(self, texts: list[str], max_tokens: int) -> dict[int, np.ndarray]:
+        """User vectors of those ``texts`` whose pooled states are cached, by position: no encoder pass."""
+        if self.cache is None or not texts:
+            return {}
+        keys = [text_hash(t) for t in texts]
+        found = self.cache.get(max_tokens, list(dict.fromkeys(keys)))
+        hit = [i for i, k in enumerate(keys) if k in found]
+        if not hit:
+            return {}
+        self.stats.hits += len(hit)
+        self.model.eval()
+        states = torch.from_numpy(np.stack([found[keys[i]] for i in hit])).to(self.device)
+        return dict(zip(hit, self.model.project_users(states).cpu().numpy()))
+
+    @torch.no_grad()
     def users(self, texts: list[str], max_tokens: int) -> np.ndarray:
         self.model.eval()
         return self.model.project_users(self.pooled_all(texts, max_tokens)).cpu().numpy()
