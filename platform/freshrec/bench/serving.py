@@ -188,7 +188,9 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
         targets = {
             # The updater warmed these users' newest profiles: the encoder-state cache answers.
             "recommendations, returning user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(shares["returning"])],
-            # Profiles no update has seen: the user tower runs (micro-batched across requests).
+            # Users outside the serving version's cut: if an earlier version of the same frozen encoder
+            # (head) warmed their newest profile, the cache answers; otherwise the user tower runs
+            # (micro-batched across requests). After `freshrec demo` version 1 warmed them all.
             "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(shares["cold"])],
             # Asked for in this process already: its own (user, profile, version) cache answers.
             "recommendations, cached user": lambda: hot,
