@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.bench import baselines, report
-from freshrec.bench.metrics import user_metrics
+from freshrec.bench.metrics import bootstrap, ratio_interval, user_metrics
 from freshrec.bench.timeline import open_timeline
 from freshrec.ingest.online_retail import day_start
 from freshrec.ranking.candidates import FEATURES, CandidateConfig
@@ -69,7 +69,7 @@ def run(engine, test_weeks: list[int], train_weeks: int, out_dir: Path, command:
     starts = np.r_[0, np.flatnonzero(np.diff(log.basket)) + 1]  # each basket's first row
     basket_user, basket_time = log.user[starts], log.time[starts]
     index = TowerIndex(np.zeros((log.n_items, 1), np.float32), 1.0, 0.0)
-    rows = []
+    rows, per_user = [], []
     for w in test_weeks:
         since, until = timeline.weeks[w]
         clock = day_start(since).timestamp()
@@ -95,14 +95,23 @@ def run(engine, test_weeks: list[int], train_weeks: int, out_dir: Path, command:
         row = {"test_week": str(since), "users": len(users), "train_baskets": len(train_q), "examples": len(cands),
                "seconds": time.perf_counter() - started}
         for name, lists in ranked.items():
-            row[name] = float(np.mean([user_metrics(list(r), truth[u], h, K)["recall"]
-                                       for r, u, h in zip(lists, users, history)]))
+            recalls = [user_metrics(list(r), truth[u], h, K)["recall"] for r, u, h in zip(lists, users, history)]
+            row[name] = float(np.mean(recalls))
+            per_user += [{"arm": name, "user": str(log.users[u]), "week": str(since), "recall": v}
+                         for u, v in zip(users, recalls)]
         rows.append(row)
         echo("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("p-topfreq", "mlp", "lightgbm-lambdarank", "lightgbm-binary")}
-    summary = {**{f"mean_recall_{k}": v for k, v in mean.items()},
-               **{f"{k}_vs_p_topfreq": v / mean["p-topfreq"] for k, v in mean.items() if k != "p-topfreq"}}
+    # Means over (user, week) rows with 95% intervals, resampling users; ratios paired on the same rows.
+    frame = pd.DataFrame(per_user)
+    learners = ("p-topfreq", "mlp", "lightgbm-lambdarank", "lightgbm-binary")
+    summary = {f"recall_{k}": dict(zip(("mean", "lo", "hi"), bootstrap(frame[frame["arm"] == k], "recall")))
+               for k in learners}
+    for k in learners[1:]:
+        summary[f"{k}_vs_p_topfreq"] = dict(zip(("mean", "lo", "hi"), ratio_interval(frame, k, "p-topfreq", "recall")))
+    for k in learners[2:]:
+        summary[f"mlp_vs_{k}"] = dict(zip(("mean", "lo", "hi"), ratio_interval(frame, "mlp", k, "recall")))
     report.write(out_dir, "rankers", rows, command, None, {"train_weeks": train_weeks, "summary": summary})
     echo(report.markdown_table(rows))
-    echo(f"summary: {summary}")
+    for name, value in summary.items():
+        echo(f"{name}: {value['mean']:.3f} [{value['lo']:.3f}, {value['hi']:.3f}]")
     return {"rows": rows, "summary": summary}

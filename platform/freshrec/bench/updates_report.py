@@ -119,7 +119,7 @@ def plot(frame: pd.DataFrame, costs: pd.DataFrame, path: Path, title: str, strat
     weekly = frame.groupby(["test_week", "arm"])["recall"].mean().unstack()
     for arm in shown:
         series = weekly[arm].dropna()
-        weekly_ax.plot([w[5:] for w in series.index], series.to_numpy(), marker="o", ms=3, label=arm)
+        weekly_ax.plot(pd.to_datetime(series.index), series.to_numpy(), marker="o", ms=3, label=arm)
     weekly_ax.set(title=f"Recall@20 on the week after ({title})", xlabel="test week", ylabel="Recall@20")
     parts = [("recall", "all"), ("recall_repeat", "repeat"), ("recall_explore", "explore")]
     width = 0.8 / len(shown)
@@ -133,7 +133,8 @@ def plot(frame: pd.DataFrame, costs: pd.DataFrame, path: Path, title: str, strat
     split_ax.set(title="mean Recall@20, repeat and explore items (95% CI over users)", ylabel="Recall@20")
     for arm, rows in costs.groupby("arm"):
         rows = rows.iloc[1:] if arm.startswith("pipeline-incremental") else rows  # version 1 is not an update
-        cost_ax.plot([w[5:] for w in rows["week"]], np.maximum(rows["train_s"], 1e-3), marker="o", ms=3, label=arm)
+        # Dates, not labels: a full retrain every N weeks must not reorder the incremental weeks.
+        cost_ax.plot(pd.to_datetime(rows["week"]), np.maximum(rows["train_s"], 1e-3), marker="o", ms=3, label=arm)
     cost_ax.set(title="training seconds per week (towers + ranker)", xlabel="week", ylabel="seconds (log)", yscale="log")
     for ax in (weekly_ax, split_ax, cost_ax):
         ax.legend(fontsize=7)
