@@ -143,7 +143,6 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
                     "LEFT JOIN model_versions v USING (version) "
                     "WHERE r.trigger = 'watch' AND r.started_at >= to_timestamp(:t)"), conn, params={"t": sent[0]["posted"]})
             done = cycles[cycles["status"] == "created"]
-
             row = {"rate_per_s": rate, **latency_summary(frame),
                    "updates": int(len(done)), "promoted": int((done["version_status"] == "promoted").sum()),
                    "update_s_median": float(done["seconds"].median()) if len(done) else None}

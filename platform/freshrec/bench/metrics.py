@@ -47,6 +47,11 @@ def bootstrap(frame: pd.DataFrame, value: str, draws: int = 1000, seed: int = 0)
     return float(sums.sum() / counts.sum()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def as_interval(values: tuple[float, float, float]) -> dict:
+    """(mean, lo, hi), as ``bootstrap`` and ``ratio_interval`` return them, for JSON."""
+    return dict(zip(("mean", "lo", "hi"), values))
+
+
 def ratio_interval(frame: pd.DataFrame, arm: str, reference: str, value: str, draws: int = 1000,
                    seed: int = 0) -> tuple[float, float, float]:
     """mean(arm) / mean(reference) over the same (user, week) rows, with a paired 95% interval."""

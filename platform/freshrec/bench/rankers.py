@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.bench import baselines, report
-from freshrec.bench.metrics import bootstrap, ratio_interval, user_metrics
+from freshrec.bench.metrics import as_interval, bootstrap, ratio_interval, user_metrics
 from freshrec.bench.timeline import open_timeline
 from freshrec.ingest.online_retail import day_start
 from freshrec.ranking.candidates import FEATURES, CandidateConfig
@@ -104,12 +104,12 @@ def run(engine, test_weeks: list[int], train_weeks: int, out_dir: Path, command:
     # Means over (user, week) rows with 95% intervals, resampling users; ratios paired on the same rows.
     frame = pd.DataFrame(per_user)
     learners = ("p-topfreq", "mlp", "lightgbm-lambdarank", "lightgbm-binary")
-    summary = {f"recall_{k}": dict(zip(("mean", "lo", "hi"), bootstrap(frame[frame["arm"] == k], "recall")))
+    summary = {f"recall_{k}": as_interval(bootstrap(frame[frame["arm"] == k], "recall"))
                for k in learners}
     for k in learners[1:]:
-        summary[f"{k}_vs_p_topfreq"] = dict(zip(("mean", "lo", "hi"), ratio_interval(frame, k, "p-topfreq", "recall")))
+        summary[f"{k}_vs_p_topfreq"] = as_interval(ratio_interval(frame, k, "p-topfreq", "recall"))
     for k in learners[2:]:
-        summary[f"mlp_vs_{k}"] = dict(zip(("mean", "lo", "hi"), ratio_interval(frame, "mlp", k, "recall")))
+        summary[f"mlp_vs_{k}"] = as_interval(ratio_interval(frame, "mlp", k, "recall"))
     report.write(out_dir, "rankers", rows, command, None, {"train_weeks": train_weeks, "summary": summary})
     echo(report.markdown_table(rows))
     for name, value in summary.items():

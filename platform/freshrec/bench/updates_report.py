@@ -17,13 +17,9 @@ import numpy as np
 import pandas as pd
 
 from freshrec.bench.meter import CLEAN_OTHER_CPU
-from freshrec.bench.metrics import METRICS, bootstrap, ratio_interval
+from freshrec.bench.metrics import METRICS, as_interval, bootstrap, ratio_interval
 
 EXPLORE_SOURCES = ("tower-explore", "copurchase-explore")
-
-
-def _interval(values: tuple[float, float, float]) -> dict:
-    return dict(zip(("mean", "lo", "hi"), values))
 
 
 def _cost_ratios(costs: pd.DataFrame, strategy: str) -> dict:
@@ -45,23 +41,23 @@ def _cost_ratios(costs: pd.DataFrame, strategy: str) -> dict:
 def summarise(frame: pd.DataFrame, costs: pd.DataFrame, strategies: list[str]) -> dict:
     arms = {}
     for arm, rows in frame.groupby("arm"):
-        arms[arm] = {m: _interval(bootstrap(rows, m)) for m in METRICS}
+        arms[arm] = {m: as_interval(bootstrap(rows, m)) for m in METRICS}
         arms[arm]["users"] = int(rows["user"].nunique())
         if "coverage" in rows and rows["coverage"].notna().any():  # a pipeline ranked in full
-            arms[arm]["coverage"] = _interval(bootstrap(rows, "coverage"))
+            arms[arm]["coverage"] = as_interval(bootstrap(rows, "coverage"))
             arms[arm]["candidates"] = float(rows["candidates"].mean())
     weekly = frame.groupby(["test_week", "arm"])["recall"].mean().unstack()
     targets = {}
     for s in strategies:
         main, full = f"pipeline-incremental-{s}", f"pipeline-full-retrain-{s}"
         targets[s] = {
-            "recall_vs_p_topfreq": _interval(ratio_interval(frame, main, "p-topfreq", "recall")),
-            "recall_vs_tifu_knn": _interval(ratio_interval(frame, main, "tifu-knn", "recall")),
-            "recall_vs_full_retrain": _interval(ratio_interval(frame, main, full, "recall")),
+            "recall_vs_p_topfreq": as_interval(ratio_interval(frame, main, "p-topfreq", "recall")),
+            "recall_vs_tifu_knn": as_interval(ratio_interval(frame, main, "tifu-knn", "recall")),
+            "recall_vs_full_retrain": as_interval(ratio_interval(frame, main, full, "recall")),
             "weeks_above_popularity": f"{int((weekly[main] > weekly['popularity']).sum())}/{len(weekly)}",
             "cost": _cost_ratios(costs, s) if len(costs) else {},
         }
-    explore = {src: _interval(ratio_interval(frame, src, "popularity-explore", "recall_explore"))
+    explore = {src: as_interval(ratio_interval(frame, src, "popularity-explore", "recall_explore"))
                for src in EXPLORE_SOURCES if src in set(frame["arm"])}
     return {"arms": arms, "targets": targets, "explore_vs_popularity": explore}
 
