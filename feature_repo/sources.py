@@ -1,12 +1,13 @@
 """PostgreSQL sources. freshrec's loaders and POST /v1/events keep both tables current."""
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 
-# One row per item; valid_from is the first moment its text applies (its first sale for UCI data).
+# One row per version of an item's text, from the moment it applies (its first sale for UCI data):
+# a point-in-time read at an event gets the text the item had then.
 item_source = PostgreSQLSource(
     name="items_source",
-    query="SELECT item_id, concat_ws(' | ', title, category, description) AS item_text, valid_from FROM items",
+    query="SELECT item_id, concat_ws(' | ', title, category, description) AS item_text, valid_from FROM item_texts",
     timestamp_field="valid_from",
-    description="items.title, category and description as one text",
+    description="item_texts: title, category and description as one text, per version",
 )
 
 # One row per (user, moment): the titles of the user's last N interactions, valid from just after

@@ -109,7 +109,7 @@ def retail_sample(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A 2-layer, 64-wide BERT with MiniLM's vocabulary, saved like any Hugging Face model."""
-    from freshrec.training.base_models import build_tiny
+    from freshrec.models.base import build_tiny
 
     return str(build_tiny(tmp_path_factory.mktemp("models") / "tiny"))
 

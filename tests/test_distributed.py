@@ -22,7 +22,7 @@ from freshrec.registry import chain, load_version
 from freshrec.updater import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.training.dataset import catalog
-from freshrec.training.encoder import Encoder
+from freshrec.models.encoder import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -80,3 +80,43 @@ def test_online_store_holds_the_newest_profile_including_backfilled_users(store)
     far_future = history.event_time.max() + (history.event_time.max() - history.event_time.min())
     assert {u: online[u] for u in users} == {u: _expected_profile(history, u, far_future) for u in users}
     assert december_only and all(online[u] for u in december_only)
+
+
+def test_a_renamed_item_keeps_its_old_text_for_older_events(store, tmp_path):
+    """Item text has a history: a title changed today does not rewrite last month's training rows."""
+    import pandas as pd
+
+    from freshrec.ingest import items_batch
+
+    with get_engine().connect() as conn:
+        item, first_sale, old_title = conn.execute(sa.text(
+            "SELECT i.item_id, min(x.event_time), i.title FROM items i JOIN interactions x USING (item_id) "
+            "GROUP BY i.item_id, i.title ORDER BY count(*) DESC LIMIT 1")).one()
+    renamed_at = pd.Timestamp("2011-01-05 00:00", tz="UTC")
+    catalog = tmp_path / "catalog.csv"
+    pd.DataFrame([{"item_id": item, "title": "A NEW NAME", "valid_from": renamed_at.isoformat()}]).to_csv(catalog, index=False)
+    with get_engine().begin() as conn:
+        summary = write_batch(conn, items_batch(catalog), str(catalog), LENGTH)
+        again = write_batch(conn, items_batch(catalog), str(catalog), LENGTH)  # the same file: nothing new
+    assert summary.item_texts_new == 1 and again.item_texts_new == 0
+    entity_sql = (f"SELECT '{item}' AS item_id, min(user_id) AS user_id, t AS event_timestamp FROM interactions, "
+                  f"(VALUES (TIMESTAMPTZ '{first_sale.isoformat()}'), (TIMESTAMPTZ '{renamed_at.isoformat()}')) v(t) GROUP BY t")
+    texts = historical_features(store, entity_sql).sort_values("event_timestamp")["item_text"].tolist()
+    assert texts == [old_title, "A NEW NAME"]
+    # A December buyer of the item buys it again after the change: their profile history is rebuilt, and
+    # names each purchase by the title it had then.
+    from freshrec.ingest import interactions_frame_batch
+
+    with get_engine().connect() as conn:
+        buyer = conn.execute(sa.text("SELECT min(user_id) FROM interactions WHERE item_id = :i AND event_time < :t"),
+                             {"i": item, "t": renamed_at}).scalar()
+    event = pd.DataFrame([{"event_key": "renamed-again", "user_id": buyer, "item_id": item, "event_type": "purchase",
+                           "event_time": pd.Timestamp("2011-01-06 12:00", tz="UTC"), "quantity": 1, "query": None}])
+    with get_engine().begin() as conn:
+        write_batch(conn, interactions_frame_batch(event, "test"), "test", LENGTH)
+        newest = conn.execute(sa.text("SELECT profile_text FROM user_profiles WHERE user_id = :u ORDER BY valid_from DESC "
+                                      "LIMIT 1"), {"u": buyer}).scalar()
+        assert conn.execute(sa.text("SELECT title FROM items WHERE item_id = :i"), {"i": item}).scalar() == "A NEW NAME"
+        assert conn.execute(sa.text("SELECT count(*) FROM item_texts WHERE item_id = :i"), {"i": item}).scalar() == 2
+    titles = newest.split("; ")
+    assert titles[0] == "A NEW NAME" and old_title in titles[1:]

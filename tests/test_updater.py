@@ -19,7 +19,8 @@ def _load(path, **kw):
 
 
 def _update(tiny_model, **kw):
-    gate = GateArguments(enabled=kw.pop("gate", True))
+    # The sample holds few baskets per day: any held-out basket is evidence here.
+    gate = GateArguments(enabled=kw.pop("gate", True), min_baskets=1)
     args = TrainingArguments(epochs=kw.pop("epochs", 2), learning_rate=kw.pop("lr", 1e-2), **kw)
     return run_update(args, gate, base_model=tiny_model)
 
@@ -213,3 +214,70 @@ def test_cache_size_shows_and_prunes(two_versions):
     with get_engine().connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM encoder_states")).scalar() == 10
     assert cli("cache", "prune", "--keep", "-1").returncode == 2
+
+
+def test_a_version_from_older_code_with_fewer_features_serves_and_its_child_starts_a_fresh_ranker(two_versions, tiny_model):
+    """An upgrade that adds ranker features strands no version: one made with a shorter feature list keeps
+    serving with its own list, and the next update starts a fresh ranker and says why."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors.torch import save as save_st
+
+    from freshrec.db.vectors import from_literal
+    from freshrec.features import online_users
+    from freshrec.models.ranker import Ranker
+    from freshrec.ranking.candidates import FEATURES
+    from freshrec.registry.artifacts import digest, new_uri
+    from freshrec.registry.versions import NewVersion, publish
+    from freshrec.serving.snapshot import load_snapshot
+    from freshrec.training.watermark import Cut
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        current = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
+        row = chain(conn, current)[-1]
+        items = conn.execute(sa.text("SELECT item_id, embedding::text FROM item_embeddings WHERE version = :v "
+                                     "ORDER BY item_id"), {"v": current}).all()
+    # The version older code would have made: the same towers, a ranker over three features fewer.
+    uri = new_uri(row["artifact_uri"].rsplit("/", 1)[0])
+    shutil.copytree(row["artifact_uri"], uri)
+    older = Ranker(FEATURES[:-3])
+    files = {"ranker.safetensors": save_st({k: v.contiguous() for k, v in older.state_dict().items()}),
+             "ranker.json": json.dumps({"features": list(FEATURES[:-3]), "hidden": older.hidden,
+                                        "candidates": {"repeat": 100, "tower": 30, "copurchase": 30, "popular": 20}}).encode()}
+    manifest = json.loads(Path(uri, "manifest.json").read_text())
+    manifest["ranker"] = {"files": {n: __import__("hashlib").sha256(b).hexdigest() for n, b in files.items()},
+                          "features": list(FEATURES[:-3])}
+    for name, data in {**files, "manifest.json": json.dumps(manifest).encode()}.items():
+        Path(uri, name).write_bytes(data)
+    fields = {k: row[k] for k in ("strategy", "base_model", "params", "metrics", "feast_project", "feature_refs",
+                                  "code_version")}
+    old_version, status = publish(engine, NewVersion(
+        parent_version=current, status="promoted", artifact_uri=uri, artifact_sha256=digest(uri), device="cpu",
+        timings={}, **fields), Cut(row["xid_to"], row["xid_to"], (), None, None),
+        [r[0] for r in items], np.stack([from_literal(r[1]) for r in items]))
+    assert status == "promoted"
+
+    from freshrec.features import materialize
+
+    store = open_store()
+    materialize(store)
+    snap = load_snapshot(engine, old_version, store)
+    assert snap.ranking.ranker.feature_names == FEATURES[:-3]
+    with engine.connect() as conn:
+        user = conn.execute(sa.text("SELECT user_id FROM user_profiles ORDER BY n_events DESC LIMIT 1")).scalar()
+        ranked = snap.recommend(conn, online_users(store, [user]), 5)[user]
+    assert len(ranked) == 5
+
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO interactions (event_key, user_id, item_id, event_type, quantity, event_time) "
+            "SELECT event_key || '-upgrade', user_id, item_id, event_type, quantity, event_time + interval '60 days' "
+            "FROM interactions WHERE event_time >= '2011-01-01' AND event_key LIKE 'uci:%'"))
+    child = _update(tiny_model, gate=False)
+    ranker = child.metrics["ranker"]
+    assert child.status == "created" and ranker["warm_start"] is False and ranker["features"] == len(FEATURES)
+    assert "fresh ranker" in ranker["fresh"] and str(list(FEATURES[-3:])) in ranker["fresh"]

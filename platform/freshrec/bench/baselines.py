@@ -1,7 +1,6 @@
 """The baselines the pipeline must beat, each from the same event log and day state as the pipeline.
 
-- popularity: the 20 most interacted-with items of the last 28 days, for everyone;
-- P-TopFreq: the user's own most frequent items (ties: most recent), filled with popular ones;
+- popularity and P-TopFreq: ``freshrec.ranking.baselines`` (the gate anchors on P-TopFreq too);
 - TIFU-KNN (Hu et al., SIGIR 2020), following the authors' reference implementation
   (github.com/HaojiHu/TIFUKNN): each basket a 0/1 vector decayed by r_b per basket of age; the
   baskets in ``groups`` consecutive groups, averaged; the groups decayed by r_g per group of age
@@ -14,24 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from freshrec.ranking.candidates import DayState
 from freshrec.ranking.events import EventLog
-
-
-def popularity(day: DayState, n_users: int, k: int) -> list[np.ndarray]:
-    return [day.popular[:k]] * n_users
-
-
-def p_topfreq(log: EventLog, user_rows: np.ndarray, clock: float, day: DayState, k: int) -> list[np.ndarray]:
-    lo, hi = log.before(user_rows, np.full(len(user_rows), clock))
-    out = []
-    for a, b in zip(lo, hi):
-        items, first = np.unique(log.item[a:b][::-1], return_index=True)  # first seen from the newest
-        counts = np.bincount(np.searchsorted(items, log.item[a:b]), minlength=len(items))
-        mine = items[np.lexsort((first, -counts))][:k]
-        fill = [i for i in day.popular[: k + len(mine)] if i not in set(mine.tolist())]
-        out.append(np.concatenate([mine, np.array(fill[: k - len(mine)], dtype=mine.dtype)]))
-    return out
 
 
 @dataclass

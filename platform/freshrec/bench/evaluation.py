@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from freshrec.bench import baselines
+from freshrec.ranking.baselines import p_topfreq, popularity
 from freshrec.bench.metrics import user_metrics
 from freshrec.features import online_users
 from freshrec.ranking.candidates import DayState, Tower, explore_rankings
@@ -91,8 +92,8 @@ def baseline_ranked(week: TestWeek, day: DayState, tifu: baselines.TifuKnn, ever
     """Item rows per user of popularity, P-TopFreq and TIFU-KNN (neighbours from ``everyone``)."""
     times = np.full(len(week.users), week.clock)
     return {
-        "popularity": baselines.popularity(day, len(week.users), K),
-        "p-topfreq": baselines.p_topfreq(week.log, week.user_rows, week.clock, day, K),
+        "popularity": popularity(day, len(week.users), K),
+        "p-topfreq": p_topfreq(week.log, week.user_rows, week.clock, day, K),
         "tifu-knn": tifu.rank(everyone, everyone.user_rows(week.users), week.clock, K),
         **{f"{'popularity' if name == 'popular' else name}-explore": ranked for name, ranked in
            explore_rankings(week.log, week.user_rows, times, day, None, K).items()},

@@ -17,7 +17,7 @@ from freshrec.db import get_engine, upgrade
 from freshrec.features import apply, materialize, open_store
 from freshrec.ingest import write_batch
 from freshrec.serving.snapshot import Snapshot, load_snapshot
-from freshrec.training.base_models import build_tiny, resolve
+from freshrec.models.base import build_tiny, resolve
 
 
 @dataclass

@@ -19,6 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.bench import baselines, report
+from freshrec.ranking.baselines import p_topfreq
 from freshrec.bench.metrics import as_interval, bootstrap, ratio_interval, user_metrics
 from freshrec.bench.timeline import open_timeline
 from freshrec.ingest.online_retail import day_start
@@ -26,7 +27,8 @@ from freshrec.ranking.candidates import FEATURES, CandidateConfig
 from freshrec.ranking.events import DAY, EventLog
 from freshrec.ranking.inputs import OfflineDays, consumed_log
 from freshrec.ranking.pipeline import Queries, TowerIndex, candidates_by_day, labels, top_k
-from freshrec.training.ranker import Ranker, RankerArguments, fit
+from freshrec.models.ranker import Ranker
+from freshrec.training.ranker import RankerArguments, fit
 
 K = 20
 CONFIG = CandidateConfig(tower=0)  # no towers: both learners get the same behavioural inputs
@@ -42,7 +44,7 @@ def _queries(log: EventLog, user_rows: np.ndarray, times: np.ndarray) -> Queries
 def _learners(x: np.ndarray, y: np.ndarray, groups: np.ndarray, split: int) -> dict:
     import lightgbm as lgb
 
-    mlp = Ranker(len(FEATURES))
+    mlp = Ranker(FEATURES)
     train, valid = slice(0, split), slice(split, None)
     fit(mlp, (x[train], y[train]), (x[valid], y[valid]), RankerArguments(), from_parent=False)
     sizes = np.bincount(groups)[np.unique(groups)]
@@ -50,7 +52,7 @@ def _learners(x: np.ndarray, y: np.ndarray, groups: np.ndarray, split: int) -> d
                   subsample_freq=1, colsample_bytree=0.8, verbose=-1)
     ranker = lgb.LGBMRanker(**params).fit(x, y, group=sizes)
     binary = lgb.LGBMClassifier(**params).fit(x, y)
-    return {"mlp": mlp.score, "lightgbm-lambdarank": ranker.predict,
+    return {"mlp": lambda f: mlp.score(f, FEATURES), "lightgbm-lambdarank": ranker.predict,
             "lightgbm-binary": lambda f: binary.predict_proba(f)[:, 1]}
 
 
@@ -91,7 +93,7 @@ def run(engine, test_weeks: list[int], train_weeks: int, out_dir: Path, command:
                    for u in users]
         ranked = {name: [eval_cands.item[t] for t in top_k(eval_cands, score(eval_cands.features), len(users), K)]
                   for name, score in scorers.items()}
-        ranked["p-topfreq"] = baselines.p_topfreq(log, users, clock, day, K)
+        ranked["p-topfreq"] = p_topfreq(log, users, clock, day, K)
         row = {"test_week": str(since), "users": len(users), "train_baskets": len(train_q), "examples": len(cands),
                "seconds": time.perf_counter() - started}
         for name, lists in ranked.items():

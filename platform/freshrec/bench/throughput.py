@@ -21,10 +21,10 @@ import torch
 
 from freshrec.bench import report
 from freshrec.training.args import TrainingArguments
-from freshrec.training.base_models import build_tiny, load_encoder, load_tokenizer, resolve
+from freshrec.models.base import build_tiny, load_encoder, load_tokenizer, resolve
 from freshrec.training.distributed import World
 from freshrec.training.examples import Examples, TrainingData
-from freshrec.training.modeling import TwoTower
+from freshrec.models.towers import TwoTower
 from freshrec.training.train import fine_tune, wrap_lora
 
 STRATEGIES = ("head", "lora", "full")

@@ -43,21 +43,16 @@ from freshrec.bench.updates_report import plot, summarise, summary_table
 from freshrec.config import get_settings
 from freshrec.db import database_url
 from freshrec.ranking.candidates import CandidateConfig
-from freshrec.ranking.inputs import OfflineDays, consumed_log, rows_before
 from freshrec.registry.artifacts import LoadedVersion
 from freshrec.serving.snapshot import Snapshot, assemble
 from freshrec.training import dataset
 from freshrec.training.args import GateArguments, TrainingArguments
-from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
-from freshrec.training.distributed import World
-from freshrec.training.modeling import TwoTower
 from freshrec.training.ranker import RankerArguments
-from freshrec.training.state_cache import StateCache, encoder_digest
-from freshrec.training.train import fine_tune, wrap_lora
 from freshrec.training.watermark import ZERO_XID, take_cut
+from freshrec.ranking.inputs import rows_before
+from freshrec.training.distributed import World
 from freshrec.updater import run_update
-from freshrec.updater.models import needed_days, ranking_model
-from freshrec.updater.ranker_stage import train_ranker
+from freshrec.updater.stages import start_from, train_version
 
 _COVERAGE = """
 SELECT (SELECT count(*) FROM interactions) AS loaded,
@@ -88,34 +83,22 @@ def _update(platform: Platform, args: TrainingArguments, gate: GateArguments, ba
 
 def _full_retrain(platform: Platform, args: TrainingArguments, ranker_args: RankerArguments,
                   candidates: CandidateConfig, base_model: str, device) -> tuple[Snapshot, dict]:
-    """Towers and ranker from scratch on every row so far: the same cut -> Feast -> train path."""
+    """Towers and ranker from scratch on every row so far: the updater's own stages, with no parent."""
     engine = platform.engine
     with Meter() as meter:
         cut = take_cut(engine, ZERO_XID)
         data = dataset.build(engine, platform.store, cut, args)
-        path = resolve(base_model)
-        model, tokenizer = TwoTower(load_encoder(path), args.embedding_dim), load_tokenizer(path)
-        if args.strategy == "lora":
-            wrap_lora(model, args)
-        cache = StateCache(engine, encoder_digest(model.encoder, device)) if args.strategy == "head" else None
-        started = time.perf_counter()
-        result = fine_tune(model, tokenizer, data, args, device, World(), from_parent=False, cache=cache)
-        tower_s = time.perf_counter() - started
-        if args.strategy == "lora":
-            model.encoder = model.encoder.merge_and_unload()
-        rm = ranking_model(engine, model, tokenizer, device, cache, data.catalog, None, candidates, args)
-        events = consumed_log(engine, cut.xid_to, data.catalog["item_id"].to_numpy(dtype=object))
-        started = time.perf_counter()
-        ranker, ranker_result, _ = train_ranker(None, rm, events, data, OfflineDays(engine, events, needed_days(data)),
-                                                ranker_args)
-        ranker_s = time.perf_counter() - started
+        start = start_from(engine, None, base_model, args.embedding_dim, args.seed)
+        trained = train_version(engine, data, cut, start, args, ranker_args, candidates, device)
     with engine.connect() as conn:
         titles = dict(conn.execute(sa.text("SELECT item_id, title FROM items")).all())
     ids = data.catalog["item_id"].to_numpy(dtype=object)
-    snap = assemble(engine, platform.store, LoadedVersion(model, tokenizer, {}, ranker, candidates), ids,
-                    [titles[i] for i in ids], rm.index.item_vecs, cut.xid_to, max_user_tokens=args.max_user_tokens)
+    loaded = LoadedVersion(trained.model, trained.tokenizer, {}, trained.candidate.ranker, candidates)
+    snap = assemble(engine, platform.store, loaded, ids, [titles[i] for i in ids], trained.candidate.index.item_vecs,
+                    cut.xid_to, max_user_tokens=args.max_user_tokens)
+    tower_s, ranker_s = trained.timings["train_s"], trained.timings["ranker_s"]
     return snap, {"update_s": meter.seconds, "train_s": tower_s + ranker_s, "tower_s": tower_s, "ranker_s": ranker_s,
-                  "rows": cut.row_count, "pairs": result.rows_seen, "ranker_examples": ranker_result.examples,
+                  "rows": cut.row_count, "pairs": trained.towers.rows_seen, "ranker_examples": trained.ranker.examples,
                   "peak_rss_mib": meter.mib, "other_cpu": meter.other_cpu}
 
 

@@ -44,7 +44,8 @@ def update(
     device: str = _option("device"),
     seed: int = _option("seed"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="compare with the parent before promoting"),
-    tolerance: float = typer.Option(0.1, help="a candidate may trail its parent by this fraction of the parent's score"),
+    tolerance: float = typer.Option(0.1, help="a candidate may trail its parent (and the best promoted version) by this fraction of its score"),
+    min_gate_baskets: int = typer.Option(20, help="held-out baskets each gate slice needs; with fewer, no version is made and the rows wait"),
     candidates: str = typer.Option("100,30,30,20", help="candidates per user from each source: repeat,tower,copurchase,popular"),
     watch: bool = typer.Option(False, "--watch", help="keep running: update whenever enough new rows are in"),
     min_rows: int = _option("min_rows", source="watch"),
@@ -65,7 +66,7 @@ def update(
         args = TrainingArguments(strategy=strategy, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                  l2_to_parent=l2_to_parent, negatives=negatives, negative_sampler=negative_sampler,
                                  replay_fraction=replay_fraction, lora_rank=lora_rank, device=device, seed=seed)
-        gating = GateArguments(enabled=gate, tolerance=tolerance)
+        gating = GateArguments(enabled=gate, tolerance=tolerance, min_baskets=min_gate_baskets)
         counts = _candidate_counts(candidates)
         configure()
         if watch:

@@ -56,7 +56,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 @cache_app.command("status")
 def cache_status() -> None:
     """States and bytes per encoder (head versions share their base encoder's)."""
-    from freshrec.training.state_cache import cache_size
+    from freshrec.models.state_cache import cache_size
 
     with user_errors():
         rows = cache_size(migrated_engine())
@@ -66,7 +66,7 @@ def cache_status() -> None:
 @cache_app.command("prune")
 def cache_prune(keep: int = typer.Option(..., help="states to keep: the most recently used")) -> None:
     """Evict the least recently used states beyond KEEP."""
-    from freshrec.training.state_cache import prune
+    from freshrec.models.state_cache import prune
 
     if keep < 0:
         typer.secho("error: --keep must be 0 or more", fg="red", err=True)

@@ -68,6 +68,22 @@ class Item(Base):
     written_xid: Mapped[Any] = _written()
 
 
+class ItemText(Base):
+    """One version of an item's text: what the item was called from ``valid_from`` on.
+
+    Feast's ``item_text`` view reads this history, so a training row at time t gets the text as
+    of t, not today's; ``items`` keeps the newest version for display and search.
+    """
+
+    __tablename__ = "item_texts"
+    item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)
+    valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.Text)
+    category: Mapped[str | None] = mapped_column(sa.Text)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    written_xid: Mapped[Any] = _written()
+
+
 class Interaction(Base):
     __tablename__ = "interactions"
     __table_args__ = (
@@ -124,7 +140,8 @@ class ItemDailyStats(Base):
     written_xid: Mapped[Any] = _written()
 
 
-UPDATE_RUN_STATUSES = ("running", "created", "no-new-rows", "locked", "failed", "abandoned")
+# deferred: the gate had too little evidence; no version was made and the rows wait for more.
+UPDATE_RUN_STATUSES = ("running", "created", "no-new-rows", "locked", "failed", "abandoned", "deferred")
 
 
 class UpdateRun(Base):
@@ -207,6 +224,20 @@ class Watermark(Base):
     id_sum: Mapped[Decimal] = mapped_column(sa.Numeric(38, 0))
     event_time_min: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     event_time_max: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
+class QuarantinedRow(Base):
+    """A row a version consumed (it is inside its watermark) but could not train on, and why.
+
+    One bad row must never stop the updater: it is set aside here, counted in the version's metrics,
+    and shown by the lineage views (``version_consumed_rows.skipped_reason``).
+    """
+
+    __tablename__ = "quarantined_rows"
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    interaction_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = _created()
 
 

@@ -68,7 +68,7 @@ WITH changed_users AS (
     WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8))
 SELECT min(valid_from), max(valid_from) FROM (
     SELECT max(p.valid_from) AS valid_from FROM user_profiles p JOIN changed_users USING (user_id) GROUP BY p.user_id
-    UNION ALL SELECT valid_from FROM items WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)
+    UNION ALL SELECT valid_from FROM item_texts WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8)
     UNION ALL SELECT max(valid_from) FROM item_daily_stats
               WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8) GROUP BY item_id) changed"""
 

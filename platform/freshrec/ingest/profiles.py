@@ -1,6 +1,7 @@
 """Keep ``user_profiles`` current: one row per (user, moment), the Feast source of ``user_text``.
 
-A profile row lists the titles of the user's last N interactions, newest first. It is stamped one
+A profile row lists the titles of the user's last N interactions, newest first, each title as it
+read at its event (``item_texts``). It is stamped one
 microsecond *after* its newest event: Feast's point-in-time join takes feature rows with
 ``timestamp <= entity timestamp``, so an entity row at time t sees only events strictly before t,
 never its own basket.
@@ -29,7 +30,9 @@ FROM (
                dense_rank() OVER (PARTITION BY i.user_id ORDER BY i.event_time) AS n_baskets
         FROM interactions i
         JOIN _affected_users a ON a.user_id = i.user_id
-        JOIN items it ON it.item_id = i.item_id
+        -- the item's title as it read at the event (item_texts keeps every version)
+        JOIN LATERAL (SELECT t.title FROM item_texts t WHERE t.item_id = i.item_id AND t.valid_from <= i.event_time
+                      ORDER BY t.valid_from DESC LIMIT 1) it ON true
         WINDOW recent_rows AS (PARTITION BY i.user_id ORDER BY i.event_time, i.id
                                ROWS BETWEEN {preceding} PRECEDING AND CURRENT ROW)
     ) per_event

@@ -23,22 +23,50 @@ _UPSERT_USERS = """
 INSERT INTO users (user_id, country) SELECT DISTINCT ON (user_id) user_id, country FROM _stage_users
 ON CONFLICT (user_id) DO UPDATE SET country = coalesce(EXCLUDED.country, users.country)
 RETURNING (xmax = 0) AS inserted"""
-# An item keeps its earliest valid_from: its text is then known for every event that names it.
-_UPSERT_ITEMS = """
+# Item text is versioned (``item_texts``): a staged text that differs from the item's newest one
+# becomes a new version, valid from the file's ``valid_from``, or from now for a changed item
+# without one (a new item without one: from 1970, so every event may name it). The same stamp
+# again corrects that version. Training then reads each event's text as of its time.
+_INSERT_TEXTS = """
+INSERT INTO item_texts (item_id, valid_from, title, category, description)
+SELECT DISTINCT ON (s.item_id) s.item_id,
+       coalesce(s.valid_from, CASE WHEN newest.item_id IS NULL THEN TIMESTAMPTZ '1970-01-01 00:00:00+00'
+                                   ELSE now() END),
+       s.title, s.category, s.description
+FROM _stage_items s
+LEFT JOIN LATERAL (SELECT t.item_id, t.title, t.category, t.description FROM item_texts t
+                   WHERE t.item_id = s.item_id ORDER BY t.valid_from DESC LIMIT 1) newest ON true
+WHERE newest.item_id IS NULL
+   OR (newest.title, newest.category, newest.description) IS DISTINCT FROM (s.title, s.category, s.description)
+   OR s.valid_from IS NOT NULL AND NOT EXISTS (
+        SELECT FROM item_texts t WHERE t.item_id = s.item_id AND t.valid_from <= s.valid_from)
+ORDER BY s.item_id
+ON CONFLICT (item_id, valid_from) DO UPDATE SET
+    title = EXCLUDED.title, category = EXCLUDED.category, description = EXCLUDED.description,
+    written_xid = pg_current_xact_id()
+RETURNING item_id"""
+# New items first (item_texts refers to them), then their text versions, then every staged item
+# takes its newest text (display, search) and its first text's valid_from: the earliest moment an
+# event may name it.
+_INSERT_ITEMS = """
 INSERT INTO items (item_id, title, category, description, price, valid_from)
 SELECT DISTINCT ON (item_id) item_id, title, category, description, price,
-       coalesce(valid_from, TIMESTAMPTZ '1970-01-01 00:00:00+00') FROM _stage_items
-ON CONFLICT (item_id) DO UPDATE SET
-    title = EXCLUDED.title, category = EXCLUDED.category, description = EXCLUDED.description,
-    price = coalesce(EXCLUDED.price, items.price), valid_from = least(items.valid_from, EXCLUDED.valid_from),
-    updated_at = CASE WHEN (items.title, items.category, items.description)
-                      IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.description)
-                 THEN now() ELSE items.updated_at END,
-    written_xid = CASE WHEN (items.title, items.category, items.description, items.valid_from)
-                       IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.description,
-                                         least(items.valid_from, EXCLUDED.valid_from))
-                  THEN pg_current_xact_id() ELSE items.written_xid END
-RETURNING (xmax = 0) AS inserted"""
+       coalesce(valid_from, TIMESTAMPTZ '1970-01-01 00:00:00+00') FROM _stage_items ORDER BY item_id
+ON CONFLICT (item_id) DO NOTHING
+RETURNING item_id"""
+_REFRESH_ITEMS = """
+UPDATE items i SET
+    title = t.title, category = t.category, description = t.description,
+    price = coalesce(s.price, i.price), valid_from = first.valid_from,
+    updated_at = CASE WHEN (i.title, i.category, i.description) IS DISTINCT FROM (t.title, t.category, t.description)
+                 THEN now() ELSE i.updated_at END,
+    written_xid = CASE WHEN (i.title, i.category, i.description, i.valid_from)
+                       IS DISTINCT FROM (t.title, t.category, t.description, first.valid_from)
+                  THEN pg_current_xact_id() ELSE i.written_xid END
+FROM (SELECT DISTINCT ON (item_id) item_id, price FROM _stage_items ORDER BY item_id) s,
+     LATERAL (SELECT * FROM item_texts t WHERE t.item_id = s.item_id ORDER BY t.valid_from DESC LIMIT 1) t,
+     LATERAL (SELECT min(valid_from) AS valid_from FROM item_texts f WHERE f.item_id = s.item_id) first
+WHERE i.item_id = s.item_id"""
 _INSERT_INTERACTIONS = """
 INSERT INTO interactions (event_key, user_id, item_id, event_type, quantity, query, event_time)
 SELECT event_key, user_id, item_id, event_type, coalesce(quantity, 1), query, event_time
@@ -54,6 +82,7 @@ class LoadSummary:
     users_new: int = 0
     items_new: int = 0
     items_updated: int = 0
+    item_texts_new: int = 0
     interactions_inserted: int = 0
     interactions_duplicate: int = 0
     profile_rows: int = 0
@@ -78,15 +107,21 @@ def _stage(conn: Connection, name: str, frame: pd.DataFrame, progress: Progress 
         progress(len(frame) % 10_000)
 
 
+_FIRST_UNKNOWN = """
+SELECT s.row_no, s.item_id, s.event_time, i.item_id IS NULL AS unknown, i.valid_from
+FROM _stage_interactions s LEFT JOIN items i ON i.item_id = s.item_id
+WHERE i.item_id IS NULL OR s.event_time < i.valid_from ORDER BY s.row_no LIMIT 1"""
+
+
 def _check_known_items(conn: Connection, source: str) -> None:
-    missing = conn.execute(
-        sa.text(
-            "SELECT s.row_no, s.item_id FROM _stage_interactions s "
-            "LEFT JOIN items i ON i.item_id = s.item_id WHERE i.item_id IS NULL ORDER BY s.row_no LIMIT 1"
-        )
-    ).first()
-    if missing is not None:
-        raise InputError(source, "item_id", f"{missing.item_id!r} is not in the catalog", int(missing.row_no))
+    """Every event names a catalog item whose text existed at the event's time (training reads that text)."""
+    bad = conn.execute(sa.text(_FIRST_UNKNOWN)).first()
+    if bad is None:
+        return
+    if bad.unknown:
+        raise InputError(source, "item_id", f"{bad.item_id!r} is not in the catalog", int(bad.row_no))
+    raise InputError(source, "event_time", f"{bad.event_time.isoformat()} is before item {bad.item_id!r} has a text "
+                                           f"(valid from {bad.valid_from.isoformat()})", int(bad.row_no))
 
 
 def write_batch(
@@ -107,9 +142,10 @@ def write_batch(
         _stage(conn, "items", batch.items)
         _stage(conn, "interactions", interactions, progress)
         summary.users_new = sum(r.inserted for r in conn.execute(sa.text(_UPSERT_USERS)))
-        item_rows = conn.execute(sa.text(_UPSERT_ITEMS)).all()
-        summary.items_new = sum(r.inserted for r in item_rows)
-        summary.items_updated = len(item_rows) - summary.items_new
+        summary.items_new = len(conn.execute(sa.text(_INSERT_ITEMS)).all())
+        summary.item_texts_new = len(conn.execute(sa.text(_INSERT_TEXTS)).all())
+        staged = conn.execute(sa.text(_REFRESH_ITEMS)).rowcount
+        summary.items_updated = staged - summary.items_new
         _check_known_items(conn, source)
         inserted = conn.execute(sa.text(_INSERT_INTERACTIONS)).all()
         summary.interactions_inserted = len(inserted)

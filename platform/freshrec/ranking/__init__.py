@@ -4,6 +4,6 @@ Computation in ``events``, ``copurchase``, ``candidates`` and ``pipeline`` (no I
 PostgreSQL and Feast in ``inputs``; a version's parts together in ``model``.
 """
 from freshrec.ranking.candidates import FEATURES, SOURCES, CandidateConfig, Candidates, DayState
-from freshrec.ranking.model import RankingModel
+from freshrec.ranking.scorer import RankingModel
 
 __all__ = ["FEATURES", "SOURCES", "CandidateConfig", "Candidates", "DayState", "RankingModel"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from freshrec.ranking.candidates import FEATURES, CandidateConfig, Candidates, DayState, Tower, build
 from freshrec.ranking.events import DAY, EventLog
-from freshrec.training.ranker import Ranker
+from freshrec.models.ranker import Ranker
 
 
 @dataclass
@@ -85,7 +85,7 @@ def rank(log: EventLog, queries: Queries, index: TowerIndex, ranker: Ranker | No
     if ranker is None:  # a version from before the ranker: its towers' order over the candidates
         scores = cands.features[:, FEATURES.index("tower_logit")]
     else:
-        scores = ranker.score(cands.features) if len(cands) else np.zeros(0, np.float32)
+        scores = ranker.score(cands.features, FEATURES) if len(cands) else np.zeros(0, np.float32)
     return cands, scores, top_k(cands, scores, len(queries), k)
 
 

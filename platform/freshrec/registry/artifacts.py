@@ -23,9 +23,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from freshrec.ranking.candidates import FEATURES, CandidateConfig
-from freshrec.training.base_models import load_encoder, load_tokenizer, resolve
-from freshrec.training.modeling import TwoTower
-from freshrec.training.ranker import Ranker
+from freshrec.models.base import load_encoder, load_tokenizer, resolve
+from freshrec.models.towers import TwoTower
+from freshrec.models.ranker import Ranker
 
 WEIGHTS = "model.safetensors"
 RANKER_WEIGHTS = "ranker.safetensors"
@@ -81,7 +81,7 @@ def digest(uri: str) -> str:
 
 
 def _ranker_files(ranker: Ranker, candidates: CandidateConfig) -> dict[str, bytes]:
-    spec = {"features": list(FEATURES), "hidden": ranker.net[0].out_features, "candidates": candidates.__dict__}
+    spec = {"features": list(ranker.feature_names), "hidden": ranker.hidden, "candidates": candidates.__dict__}
     return {RANKER_WEIGHTS: save_safetensors({k: v.detach().cpu().contiguous() for k, v in ranker.state_dict().items()}),
             RANKER_SPEC: json.dumps(spec, indent=2).encode()}
 
@@ -98,7 +98,7 @@ def write(uri: str, model: TwoTower, tokenizer, manifest: dict, metrics: dict, e
         ranker_files = _ranker_files(ranker, candidates or CandidateConfig())
         files.update(ranker_files)
         manifest = {**manifest, "ranker": {"files": {n: _sha256(b) for n, b in ranker_files.items()},
-                                           "features": list(FEATURES)}}
+                                           "features": list(ranker.feature_names)}}
     files["manifest.json"] = json.dumps(manifest, indent=2, default=str).encode()
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
@@ -148,9 +148,12 @@ def _load_ranker(files: dict[str, bytes], manifest: dict) -> tuple[Ranker | None
         if _sha256(files[name]) != sha:
             raise TamperedArtifact(f"{name}: sha256 does not match the manifest's {sha[:12]}…")
     spec = json.loads(files[RANKER_SPEC])
-    if spec["features"] != list(FEATURES):
-        raise IncompatibleArtifact(f"the ranker was trained on features {spec['features']}, this code computes {list(FEATURES)}")
-    ranker = Ranker(len(spec["features"]), spec["hidden"])
+    # A version keeps its own feature list: it serves on after an upgrade adds features (it picks its
+    # own columns by name). Only a feature this code no longer computes makes it unservable.
+    gone = [f for f in spec["features"] if f not in FEATURES]
+    if gone:
+        raise IncompatibleArtifact(f"the ranker was trained on features {gone} that this code no longer computes")
+    ranker = Ranker(spec["features"], spec["hidden"])
     _load_strict(ranker, load_safetensors(files[RANKER_WEIGHTS]), "ranker")
     return ranker.eval(), CandidateConfig(**spec["candidates"])
 

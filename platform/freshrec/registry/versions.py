@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -66,8 +67,10 @@ def current_version(conn: Connection) -> int | None:
     return conn.execute(sa.text("SELECT version FROM current_version")).scalar()
 
 
-def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray) -> tuple[int, str]:
-    """Version row, watermark, item embeddings and (if promoted) the pointer move: all or nothing.
+def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray,
+            quarantined: pd.DataFrame | None = None) -> tuple[int, str]:
+    """Version row, watermark, item embeddings, quarantined rows and (if promoted) the pointer move:
+    all or nothing.
 
     The pointer moves by compare-and-set: only if it still points at the version the update
     started from. If an operator moved it meanwhile (a rollback during training, say), the new
@@ -94,6 +97,10 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         with raw.cursor().copy("COPY item_embeddings (version, item_id, embedding) FROM STDIN") as copy:
             for item_id, vec in zip(item_ids, item_vecs):
                 copy.write_row((version, item_id, to_literal(vec)))
+        if quarantined is not None and len(quarantined):
+            with raw.cursor().copy("COPY quarantined_rows (version, interaction_id, reason) FROM STDIN") as copy:
+                for row in quarantined.itertuples(index=False):
+                    copy.write_row((version, int(row.interaction_id), row.reason))
         if new.status == "promoted":
             _move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")

@@ -26,13 +26,13 @@ from freshrec.db.vectors import from_literal
 from freshrec.ranking import inputs
 from freshrec.ranking.candidates import CandidateConfig, DayState
 from freshrec.ranking.copurchase import CoPurchase
-from freshrec.ranking.model import RankingModel
+from freshrec.ranking.scorer import RankingModel
 from freshrec.ranking.pipeline import Queries, TowerIndex, rank
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain
 from freshrec.serving.batcher import MicroBatcher
-from freshrec.training.encoder import Encoder
-from freshrec.training.state_cache import StateCache, encoder_digest
+from freshrec.models.encoder import Encoder
+from freshrec.models.state_cache import StateCache, encoder_digest
 
 STATS_TTL_SECONDS = 60.0  # item aggregates are daily: re-read Feast's online store at most once a minute
 

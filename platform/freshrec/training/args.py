@@ -50,12 +50,14 @@ class TrainingArguments:
 @dataclass
 class GateArguments:
     k: int = field(default=20, metadata={"help": "cut-off of Recall@K and NDCG@K"})
-    tolerance: float = field(default=0.1, metadata={"help": "a candidate may trail its parent by this fraction of the parent's score"})
+    tolerance: float = field(default=0.1, metadata={"help": "a candidate may trail its parent (and the best promoted version) by this fraction of its score"})
     max_eval_baskets: int = field(default=400, metadata={"help": "baskets scored per slice"})
+    # Fewer held-out baskets than this is no evidence: no version is made, the rows wait for more.
+    min_baskets: int = field(default=20, metadata={"help": "baskets each gate slice needs before a verdict"})
     enabled: bool = field(default=True, metadata={"help": "False (--no-gate) promotes without comparing"})
 
     def __post_init__(self) -> None:
         if not 0 <= self.tolerance < 1:
             raise ValueError(f"invalid gate argument tolerance={self.tolerance!r}: a fraction in [0, 1)")
-        if self.k < 1 or self.max_eval_baskets < 1:
-            raise ValueError("invalid gate argument: k and max_eval_baskets must be positive")
+        if self.k < 1 or self.max_eval_baskets < 1 or self.min_baskets < 1:
+            raise ValueError("invalid gate argument: k, max_eval_baskets and min_baskets must be positive")

@@ -1,5 +1,11 @@
-"""From a watermark cut to training examples: Feast's point-in-time texts, negatives, replay, holdout."""
+"""From a watermark cut to training examples: Feast's point-in-time texts, negatives, replay, holdout.
+
+A row that cannot train (its item had no text at the row's time, say) is set aside with a reason
+(``TrainingData.quarantined``): it stays consumed, the update goes on, and the publish records it.
+"""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -19,12 +25,61 @@ def catalog(engine: Engine) -> pd.DataFrame:
         return pd.read_sql(sa.text(sql), conn)
 
 
-def _older_rows_sql(xid_from: str, limit: int, seed: int) -> str:
-    # A seeded, repeatable sample of rows consumed by earlier versions.
-    return (
-        "SELECT id AS interaction_id, user_id, item_id, event_time AS event_timestamp FROM interactions "
-        f"WHERE ingest_xid < '{int(xid_from)}'::xid8 ORDER BY md5(id::text || '{int(seed)}') LIMIT {int(limit)}"
-    )
+def sample_seed(seed: int, cut: Cut) -> int:
+    """The seed of one update's sampling (replay, guard, negatives): fixed by the cut, new for each version.
+
+    A constant seed would replay the same older rows every week; this one is recorded in lineage.
+    """
+    digest = hashlib.sha256(f"{seed}:{cut.xid_from}:{cut.xid_to}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+_ID_RANGE = "SELECT min(id), max(id) FROM interactions WHERE ingest_xid < CAST(:xid AS xid8)"
+_PRESENT = "SELECT id FROM interactions WHERE id = ANY(:ids) AND ingest_xid < CAST(:xid AS xid8)"
+
+
+def older_ids(engine: Engine, xid_from: str, n: int, seed: int) -> list[int]:
+    """A uniform sample of ``n`` ids of rows consumed before ``xid_from``, by random id probes.
+
+    Ids are drawn at random between the smallest and largest consumed id and kept where a row is
+    there: index lookups, so the cost follows the sample, not the history (an ``ORDER BY random()``
+    would sort every row ever consumed).
+    """
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    with engine.connect() as conn:
+        lo, hi = conn.execute(sa.text(_ID_RANGE), {"xid": xid_from}).one()
+        if lo is None:
+            return []
+        found: list[int] = []
+        span = hi - lo + 1
+        for _ in range(8):  # ids have holes (aborted inserts, erased rows): draw again for what is missing
+            want = n - len(found)
+            if want <= 0 or len(found) >= span:
+                break
+            probes = np.unique(rng.integers(lo, hi + 1, size=min(span, 2 * want + 16)))
+            probes = probes[~np.isin(probes, found)]
+            present = [r[0] for r in conn.execute(sa.text(_PRESENT), {"ids": probes.tolist(), "xid": xid_from})]
+            found += [int(i) for i in rng.permutation(present)[:want]]
+    return found
+
+
+def _ids_sql(ids: list[int]) -> str:
+    # Integers drawn above, never user input.
+    listed = ",".join(str(int(i)) for i in ids)
+    return ("SELECT id AS interaction_id, user_id, item_id, event_time AS event_timestamp FROM interactions "
+            f"WHERE id IN ({listed})")
+
+
+def quarantine(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows that can train, and those that cannot, each with a reason."""
+    no_item_text = rows["item_text"].isna()
+    reasons = pd.Series("", index=rows.index)
+    reasons[no_item_text] = "the item had no text at the event's time"
+    bad = reasons != ""
+    return rows[~bad], pd.DataFrame({"interaction_id": rows.loc[bad, "interaction_id"].astype("int64"),
+                                     "reason": reasons[bad]})
 
 
 def _with_history(frame: pd.DataFrame) -> pd.DataFrame:
@@ -62,8 +117,9 @@ def split_by_basket(rows: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, 
 
 
 def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingData:
-    rng = np.random.default_rng(args.seed)
-    new = historical_features(store, cut.entity_sql())
+    seed = sample_seed(args.seed, cut)
+    rng = np.random.default_rng(seed)
+    new, quarantined = quarantine(historical_features(store, cut.entity_sql()))
     # The newest rows are held out, in two disjoint halves: the older half chooses the epoch
     # (early stopping of towers and ranker), the newest half decides the gate.
     train_new, held = split_by_basket(new, args.holdout_fraction)
@@ -71,7 +127,11 @@ def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingD
 
     # The first version has no older rows (and Feast refuses an empty entity query).
     n_replay = int(len(new) * args.replay_fraction) if cut.xid_from != ZERO_XID else 0
-    older = historical_features(store, _older_rows_sql(cut.xid_from, 2 * n_replay, args.seed)) if n_replay else new.iloc[:0]
+    ids = older_ids(engine, cut.xid_from, 2 * n_replay, seed)
+    # Older rows were quarantined when their version consumed them: they are left out here too.
+    older = quarantine(historical_features(store, _ids_sql(ids)))[0] if ids else new.iloc[:0]
+    drawn = {i: n for n, i in enumerate(ids)}  # keep the draw's order: the first n_replay replay, the rest guard
+    older = older.sort_values("interaction_id", key=lambda s: s.map(drawn))
     replay, guard = older.iloc[:n_replay], older.iloc[n_replay:]
 
     items = catalog(engine)
@@ -86,6 +146,8 @@ def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingD
         gate_rows=_with_history(gate),
         guard_rows=_with_history(guard),
         catalog=items[["item_id", "item_text"]],
-        rows_new=len(new),
+        rows_new=len(new) + len(quarantined),
         rows_replay=len(replay),
+        quarantined=quarantined,
+        seed=seed,
     )

@@ -52,5 +52,7 @@ class TrainingData:
     gate_rows: pd.DataFrame  # the newest held-out rows: the gate's evidence, never trained or tuned on
     guard_rows: pd.DataFrame  # older rows, not replayed: the forgetting check
     catalog: pd.DataFrame  # item_id, item_text: every item the index holds
-    rows_new: int
+    rows_new: int  # every row of the cut, the quarantined ones included
     rows_replay: int
+    quarantined: pd.DataFrame  # interaction_id, reason: consumed rows that could not train
+    seed: int  # this update's sampling seed (replay, guard, negatives), recorded in lineage

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from freshrec.models.ranker import Ranker
 
 
 @dataclass
@@ -28,9 +29,11 @@ class RankerArguments:
     learning_rate: float = field(default=2e-3, metadata={"help": "the ranker's AdamW learning rate"})
     l2_to_parent: float = field(default=1e-3, metadata={"help": "lambda of the ranker's L2 pull toward its parent"})
     patience: int = field(default=1, metadata={"help": "epochs without validation improvement before stopping"})
-    # Replay by basket: the towers' replay rows are single rows of many baskets, and each basket
-    # brings ~150 candidates, so row-for-row replay would swamp the new baskets.
-    replay_baskets: float = field(default=1.0, metadata={"help": "older baskets replayed per new basket"})
+    # 0 by default: the parent's towers trained on every older basket, so their tower features there
+    # would be in sample (too good), unlike the new baskets' and tomorrow's. The warm start and the
+    # L2 pull keep what the parent learned; the gate's guard slice checks it. (By basket, if set: each
+    # basket brings ~150 candidates, so row-for-row replay would swamp the new baskets.)
+    replay_baskets: float = field(default=0.0, metadata={"help": "older baskets replayed per new basket"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -43,28 +46,6 @@ class RankerArguments:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class Ranker(nn.Module):
-    def __init__(self, n_features: int, hidden: int = 64):
-        super().__init__()
-        # Feature scaling, fixed by the first version's examples and inherited after.
-        self.register_buffer("mean", torch.zeros(n_features))
-        self.register_buffer("std", torch.ones(n_features))
-        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std).squeeze(-1)
-
-    def fit_scaling(self, x: np.ndarray) -> None:
-        self.mean.copy_(torch.from_numpy(x.mean(0)))
-        self.std.copy_(torch.from_numpy(x.std(0) + 1e-3))
-
-    @torch.no_grad()
-    def score(self, x: np.ndarray) -> np.ndarray:
-        self.eval()
-        return torch.sigmoid(self(torch.from_numpy(np.ascontiguousarray(x, np.float32)))).numpy()
 
 
 @dataclass
@@ -85,16 +66,21 @@ def _loss(ranker: Ranker, x: torch.Tensor, y: torch.Tensor, batch: int) -> float
 
 
 def fit(ranker: Ranker, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray],
-        args: RankerArguments, from_parent: bool) -> RankerResult:
-    """Train in place; keeps the epoch with the lowest validation loss."""
+        args: RankerArguments, from_parent: bool, names: tuple[str, ...] | None = None) -> RankerResult:
+    """Train in place; keeps the epoch with the lowest validation loss.
+
+    ``names`` are the columns of the feature matrices (default: the ranker's own); the ranker
+    trains on its own features among them.
+    """
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     if len(train[0]) == 0:
         raise ValueError("the ranker has no training examples (no basket with a history in the new rows)")
-    x, y = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in train)
-    xv, yv = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in valid)
+    names = names or ranker.feature_names
+    x, y = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (ranker.select(train[0], names), train[1]))
+    xv, yv = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (ranker.select(valid[0], names), valid[1]))
     if not from_parent:
-        ranker.fit_scaling(train[0])
+        ranker.fit_scaling(x.numpy())
     reference = {n: p.detach().clone() for n, p in ranker.named_parameters()}
     optimizer = torch.optim.AdamW(ranker.parameters(), lr=args.learning_rate, weight_decay=0.0)
     result = RankerResult(examples=len(x), positives=int(y.sum()))

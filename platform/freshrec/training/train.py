@@ -11,10 +11,10 @@ from tqdm import tqdm
 from freshrec.faults import crash_point
 from freshrec.training.args import TrainingArguments
 from freshrec.training.distributed import World
-from freshrec.training.encoder import Encoder, autocast
-from freshrec.training.state_cache import StateCache
+from freshrec.models.encoder import Encoder, autocast
+from freshrec.models.state_cache import StateCache
 from freshrec.training.examples import Examples, TrainingData
-from freshrec.training.modeling import TwoTower, bce_loss, l2_to_reference
+from freshrec.models.towers import TwoTower, bce_loss, l2_to_reference
 
 
 @dataclass

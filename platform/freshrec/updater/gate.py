@@ -1,25 +1,47 @@
-"""The gate: the candidate version's whole pipeline against its parent's.
+"""The gate: is the candidate version's whole pipeline fit to serve?
 
-Two slices: the newest held-out baskets of the cut (``gate_rows``: neither version trained on
-them, and they did not choose the epoch) and a guard sample of older baskets, not replayed in this
-update (forgetting: both versions' lineage learned from them). Each is scored with Recall@K
-and NDCG@K of the pipeline's top K against the basket's items. The candidate passes when it
-trails its parent by at most ``tolerance`` *of the parent's score* on all four. A slice with no
-baskets is no evidence: the candidate is rejected (``--no-gate`` promotes without comparing).
+Two slices: the newest held-out baskets of the cut (``gate_rows``: no version trained on them, and
+they did not choose the epoch) and a guard sample of older baskets, not replayed in this update
+(forgetting). Each is scored with Recall@K and NDCG@K of the pipeline's top K against the basket's
+items. The candidate passes when, on both slices:
+
+- **evidence**: each slice holds at least ``min_baskets`` baskets; with fewer, no version is made
+  and the rows wait for more (a verdict on a handful of baskets is noise);
+- **parent**: it trails its parent by at most ``tolerance`` of the parent's score, on all four;
+- **absolute anchor**: its Recall@K is at least P-TopFreq's ("buy it again") on the same baskets;
+- **the best promoted version**: it trails by at most ``tolerance`` the promoted version whose
+  recorded gate Recall@K was highest relative to P-TopFreq's, scored again on these baskets. Without
+  this, 10% of drift per version, each within tolerance of its parent, would compound.
+
+``--no-gate`` promotes without comparing; a first version has nothing to compare with.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 
 from freshrec.ranking import inputs
+from freshrec.ranking.baselines import p_topfreq
 from freshrec.ranking.events import EventLog
-from freshrec.ranking.model import RankingModel, basket_frame, basket_queries
-from freshrec.ranking.pipeline import rank
+from freshrec.ranking.pipeline import basket_items, day_of, rank
+from freshrec.ranking.scorer import RankingModel, basket_frame, basket_queries
 from freshrec.training.args import GateArguments
 from freshrec.training.evaluate import ranked_metrics
 
 SLICES = ("gate", "guard")
 METRICS = ("recall", "ndcg")
+
+
+@dataclass
+class Verdict:
+    status: str  # passed, failed, deferred, skipped
+    reason: str
+
+    @property
+    def promote(self) -> bool:
+        return self.status in ("passed", "skipped")
 
 
 def slice_baskets(gate_rows: pd.DataFrame, guard_rows: pd.DataFrame, trained: pd.DataFrame,
@@ -40,18 +62,54 @@ def score(model: RankingModel, log: EventLog, baskets: pd.DataFrame, days: input
     return {"recall": recall, "ndcg": ndcg, "baskets": len(bought)}
 
 
-def decide(candidate: dict, parent: dict | None, gate: GateArguments) -> tuple[bool, str]:
-    """(promote?, why) from both pipelines' slice scores."""
+def score_p_topfreq(log: EventLog, baskets: pd.DataFrame, days: inputs.OfflineDays, k: int) -> dict:
+    """P-TopFreq on the same baskets, each at its own moment, filled with that day's popular items."""
+    if not len(baskets):
+        return {"recall": None, "ndcg": None, "baskets": 0}
+    from freshrec.ranking.pipeline import Queries
+
+    users, times = log.user_rows(baskets["user_id"]), baskets["time"].to_numpy(np.float64)
+    queries = Queries(users, times, np.zeros((len(times), 2), np.float32), np.zeros((len(times), 0), np.float32))
+    bought = basket_items(log, queries)
+    keep = np.flatnonzero([len(b) > 0 for b in bought])
+    ranked = [None] * len(times)
+    for day in np.unique(day_of(times[keep])):
+        at = keep[day_of(times[keep]) == day]
+        for n, top in zip(at, p_topfreq(log, users[at], times[at], days(float(day)), k)):
+            ranked[n] = top
+    recall, ndcg = ranked_metrics([ranked[n] for n in keep], [bought[n] for n in keep], k)
+    return {"recall": recall, "ndcg": ndcg, "baskets": len(keep)}
+
+
+def anchor_ratio(scores: dict) -> float | None:
+    """The candidate's gate Recall@K over P-TopFreq's on the same baskets: comparable across versions."""
+    mine, floor = scores.get("candidate", {}).get("gate", {}), scores.get("p_topfreq", {}).get("gate", {})
+    if not mine.get("recall") or not floor.get("recall"):
+        return None
+    return mine["recall"] / floor["recall"]
+
+
+def decide(scores: dict, gate: GateArguments) -> Verdict:
+    """The verdict from every pipeline's slice scores: ``candidate``, ``parent``, ``p_topfreq`` and
+    ``best`` (absent when the best promoted version is the parent or there is none)."""
     if not gate.enabled:
-        return True, "skipped (--no-gate)"
-    if parent is None:
-        return True, "skipped (first version: nothing to compare with)"
-    empty = [s for s in SLICES if not candidate[s]["baskets"]]
-    if empty:
-        return False, f"failed: no evidence (slice {', '.join(empty)} has no baskets)"
+        return Verdict("skipped", "skipped (--no-gate)")
+    if "parent" not in scores:
+        return Verdict("skipped", "skipped (first version: nothing to compare with)")
+    candidate = scores["candidate"]
+    thin = {s: candidate[s]["baskets"] for s in SLICES if candidate[s]["baskets"] < gate.min_baskets}
+    if thin:
+        return Verdict("deferred", "deferred: too little evidence (" + ", ".join(
+            f"{s} {n} baskets" for s, n in thin.items()) + f"; at least {gate.min_baskets} needed)")
+    references = [(name, scores[name]) for name in ("parent", "best") if name in scores]
     for s in SLICES:
-        for m in METRICS:
-            floor = parent[s][m] * (1 - gate.tolerance)
-            if candidate[s][m] < floor:
-                return False, f"failed: {s} {m} {candidate[s][m]:.4f} < {floor:.4f} (parent {parent[s][m]:.4f} - {gate.tolerance:.0%})"
-    return True, "passed"
+        for name, ref in references:
+            for m in METRICS:
+                floor = ref[s][m] * (1 - gate.tolerance)
+                if candidate[s][m] < floor:
+                    return Verdict("failed", f"failed: {s} {m} {candidate[s][m]:.4f} < {floor:.4f} "
+                                             f"({name} {ref[s][m]:.4f} - {gate.tolerance:.0%})")
+        anchor = scores["p_topfreq"][s]["recall"]
+        if candidate[s]["recall"] < anchor:
+            return Verdict("failed", f"failed: {s} recall {candidate[s]['recall']:.4f} < P-TopFreq's {anchor:.4f}")
+    return Verdict("passed", "passed")

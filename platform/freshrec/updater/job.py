@@ -5,11 +5,11 @@
     torchrun --nproc-per-node 2 -m freshrec update --strategy lora
 
 One watermark covers the whole version: the towers and the ranker train on the same cut, the gate
-judges the whole pipeline, and one transaction publishes both.
+judges the whole pipeline, and one transaction publishes both. The stages themselves live in
+``updater.stages``, which the benchmark's full retrain runs too.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,42 +20,35 @@ from freshrec.config import Settings, get_settings
 from freshrec.db import cursors, get_engine
 from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, open_store
+from freshrec.models.state_cache import StateCache, encoder_digest
 from freshrec.ranking.candidates import CandidateConfig
-from freshrec.ranking.inputs import OfflineDays, consumed_log
 from freshrec.registry import artifacts
-from freshrec.registry.versions import NewVersion, current_version, publish
+from freshrec.registry.versions import NewVersion, current_version, promotion_stack, publish
 from freshrec.training import dataset
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.training.distributed import World, join
 from freshrec.training.examples import TrainingData
 from freshrec.training.ranker import RankerArguments
-from freshrec.training.state_cache import StateCache, encoder_digest
 from freshrec.training.train import fine_tune, wrap_lora
 from freshrec.training.watermark import parent_horizon, take_cut
 from freshrec.updater import gate as gating
 from freshrec.updater import runs
 from freshrec.updater.freshness import UPDATE_LOCK
-from freshrec.updater.models import (
+from freshrec.updater.stages import (
+    Trained,
     code_version,
-    encoder_delta,
-    needed_days,
     ranking_model,
-    start_model,
+    start_from,
     trainable_digest,
+    train_version,
 )
-from freshrec.updater.ranker_stage import train_ranker
 
 log = logging.getLogger("freshrec.updater")
-_NEWEST_PROFILES = """
-SELECT DISTINCT ON (p.user_id) p.profile_text FROM user_profiles p
-WHERE p.user_id IN (SELECT DISTINCT user_id FROM interactions
-                    WHERE ingest_xid >= CAST(:xid_from AS xid8) AND ingest_xid < CAST(:xid_to AS xid8))
-ORDER BY p.user_id, p.valid_from DESC"""
 
 
 @dataclass
 class UpdateOutcome:
-    status: str  # created, no-new-rows, locked; "follower" on torchrun ranks other than 0
+    status: str  # created, no-new-rows, deferred, locked; "follower" on torchrun ranks other than 0
     version: int | None = None
     promoted: bool = False
     message: str = ""
@@ -110,7 +103,8 @@ def _follow(world: World, args: TrainingArguments, settings: Settings) -> Update
     if plan is None:
         return UpdateOutcome("follower", message=f"rank {world.rank}: nothing to train")
     engine = get_engine(settings)
-    model, tokenizer, _, _ = start_model(engine, plan.parent, plan.base_model, args.embedding_dim, args.seed)
+    start = start_from(engine, plan.parent, plan.base_model, args.embedding_dim, args.seed)
+    model, tokenizer = start.model, start.tokenizer
     if args.strategy == "lora":
         wrap_lora(model, args)
     device = world.device(args.device)
@@ -133,6 +127,13 @@ def _report_horizon(engine) -> None:
             "started wait for it to end. idle_in_transaction_session_timeout bounds this.")
 
 
+def _artifact_root(conn, settings: Settings) -> str:
+    # Each database writes and sweeps only its own folder: several databases may share one
+    # artifacts root (tests, benchmarks, staging beside production), and a sweep must never
+    # take another database's versions for orphans.
+    return f"{settings.artifacts_root.rstrip('/')}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
+
+
 def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings) -> UpdateOutcome:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -140,10 +141,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
         referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions"))}
         parent = current_version(conn)
         xid_from = parent_horizon(conn, parent)
-        # Each database writes and sweeps only its own folder: several databases may share one
-        # artifacts root (tests, benchmarks, staging beside production), and a sweep must never
-        # take another database's versions for orphans.
-        root = f"{settings.artifacts_root.rstrip('/')}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
+        root = _artifact_root(conn, settings)
     swept = artifacts.sweep_orphans(root, referenced)
     if swept:
         log.info(f"swept {len(swept)} orphaned artifact directories")
@@ -158,89 +156,56 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     store = open_store(settings)
     data = dataset.build(engine, store, cut, args)
     timings["features_s"] = time.perf_counter() - t0
+    if len(data.quarantined):
+        log.warning(f"{len(data.quarantined):,} rows quarantined (consumed, not trained on): "
+                    + "; ".join(f"{n:,} {r}" for r, n in data.quarantined["reason"].value_counts().items()))
+    slices = gating.slice_baskets(data.gate_rows, data.guard_rows, data.train_rows, gate.max_eval_baskets)
+    if gate.enabled and parent is not None:
+        thin = {name: len(b) for name, b in slices.items() if len(b) < gate.min_baskets}
+        if thin:  # judged on a handful of baskets, a verdict is noise: wait for more rows, make nothing
+            world.broadcast(None)
+            return UpdateOutcome("deferred", message="deferred: too little evidence for the gate ("
+                                 + ", ".join(f"{s} {n} baskets" for s, n in thin.items())
+                                 + f"; at least {gate.min_baskets} needed); no version made, the rows wait for more",
+                                 metrics={"rows_new": data.rows_new})
     world.broadcast(_Plan(parent, base_model, data))
     device = world.device(args.device)
-    model, tokenizer, base_path, parent_loaded = start_model(engine, parent, base_model, args.embedding_dim, args.seed)
-    parent_model = copy.deepcopy(model) if parent is not None else None
-    lora_config = wrap_lora(model, args) if args.strategy == "lora" else None
-    # The head strategy keeps the parent's (frozen) encoder: its states carry over between versions.
-    cache = StateCache(engine, encoder_digest(model.encoder, device)) if args.strategy == "head" else None
-
-    t1 = time.perf_counter()
-    result = fine_tune(model, tokenizer, data, args, device, world, from_parent=parent is not None, cache=cache)
-    timings["train_s"] = time.perf_counter() - t1
-    on = f"{device} x {world.size} ranks" if world.distributed else str(device)
-    log.info(f"towers: {result.epochs} epochs, {result.rows_seen:,} pairs, {result.rows_per_second:,.0f} pairs/s on {on}; "
-        f"encoder states {result.encoder_cache}; trainable weights sha256 {trainable_digest(model)}")
-    encoder_state, encoder_meta = encoder_delta(model, args, parent, lora_config)
-
-    t2 = time.perf_counter()
-    catalog = data.catalog
-    candidate = ranking_model(engine, model, tokenizer, device, cache, catalog, None, candidates, args)
-    parent_rm = None
-    if parent_model is not None:
-        parent_cache = cache if args.strategy == "head" else None
-        parent_rm = ranking_model(engine, parent_model, tokenizer, device, parent_cache, catalog, parent_loaded.ranker,
-                                   parent_loaded.candidates or candidates, args)
-    events = consumed_log(engine, cut.xid_to, catalog["item_id"].to_numpy(dtype=object))
-    days = OfflineDays(engine, events, needed_days(data))
-    timings["ranker_inputs_s"] = time.perf_counter() - t2
-    t2 = time.perf_counter()
-    ranker, ranker_result, ranker_info = train_ranker(parent_loaded.ranker if parent_loaded else None,
-                                                      parent_rm or candidate, events, data, days, ranker_args)
-    candidate.ranker = ranker
-    timings["ranker_s"] = time.perf_counter() - t2
-    log.info(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
-        f"{ranker_info['train_baskets']:,} baskets ({ranker_result.positives:,} bought)")
-
+    start = start_from(engine, parent, base_model, args.embedding_dim, args.seed)
+    trained = train_version(engine, data, cut, start, args, ranker_args, candidates, device, world)
+    timings.update(trained.timings)
     if args.strategy == "head":
-        # The API looks a returning user's profile up instead of encoding it: encode the newest
-        # profile of every user in the cut now (the next update trains on exactly these texts).
-        t_warm = time.perf_counter()
-        with engine.connect() as conn:
-            texts = [r[0] for r in conn.execute(sa.text(_NEWEST_PROFILES), {"xid_from": cut.xid_from, "xid_to": cut.xid_to})]
-        candidate.encoder.pooled_all(texts, args.max_user_tokens)
-        timings["warm_profiles_s"] = time.perf_counter() - t_warm
+        timings["warm_profiles_s"] = _warm_profiles(engine, trained, cut, args)
 
     t3 = time.perf_counter()
-    slices = gating.slice_baskets(data.gate_rows, data.guard_rows, data.train_rows, gate.max_eval_baskets)
-    scores = {"candidate": {s: gating.score(candidate, events, b, days, gate.k) for s, b in slices.items()}}
-    if parent_rm is not None:
-        scores["parent"] = {s: gating.score(parent_rm, events, b, days, gate.k) for s, b in slices.items()}
-    promoted, verdict = gating.decide(scores["candidate"], scores.get("parent"), gate)
+    scores = _judge(engine, trained, slices, gate, parent, args)
+    verdict = gating.decide(scores, gate)
     timings["evaluate_s"] = time.perf_counter() - t3
-    log.info(f"gate: {verdict}")
+    log.info(f"gate: {verdict.reason}")
+    if verdict.status == "deferred":  # baskets that bought nothing did not count: too few were left
+        return UpdateOutcome("deferred", message=f"{verdict.reason}; no version made", metrics={"rows_new": data.rows_new})
 
-    metrics = {**scores, "k": gate.k, "gate": verdict.split(":")[0].split(" ")[0], "gate_reason": verdict,
-               "gate_tolerance_relative": gate.tolerance,
-               "slices": {"valid_rows": len(data.valid_rows), "gate_rows": len(data.gate_rows),
-                          "guard_rows": len(data.guard_rows)},
-               "valid_losses": result.valid_losses, "epochs": result.epochs, "rows_seen": result.rows_seen,
-               "rows_per_second": result.rows_per_second, "rows_new": data.rows_new, "rows_replay": data.rows_replay,
-               "encoder_cache": {**result.encoder_cache,
-                                 "evaluation": candidate.encoder.stats.as_dict()},
-               "ranker": {"epochs": ranker_result.epochs, "examples": ranker_result.examples,
-                          "positives": ranker_result.positives, "valid_losses": ranker_result.valid_losses,
-                          **ranker_info}}
-    manifest = {"parent": parent, "base_model": base_path, "strategy": args.strategy, "encoder": encoder_meta,
+    metrics = _metrics(trained, data, scores, verdict, gate)
+    manifest = {"parent": parent, "base_model": start.base_path, "strategy": args.strategy,
+                "encoder": trained.encoder_meta,
                 "watermark": {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count},
                 "feature_refs": FEATURE_REFS, "feast_project": settings.feast.project,
                 "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
-                "gate": gate.__dict__, "code_version": code_version()}
+                "gate": gate.__dict__, "sample_seed": data.seed, "code_version": code_version()}
     uri = artifacts.new_uri(root)
-    sha = artifacts.write(uri, model, tokenizer, manifest, metrics, encoder_state, ranker, candidates)
+    sha = artifacts.write(uri, trained.model, trained.tokenizer, manifest, metrics, trained.encoder_state,
+                          trained.candidate.ranker, candidates)
     crash_point("artifact-written")
     timings["total_s"] = time.perf_counter() - t0
     version, status = publish(
         engine,
-        NewVersion(parent_version=parent, status="promoted" if promoted else "rejected", strategy=args.strategy,
-                   base_model=base_path, artifact_uri=uri, artifact_sha256=sha,
+        NewVersion(parent_version=parent, status="promoted" if verdict.promote else "rejected", strategy=args.strategy,
+                   base_model=start.base_path, artifact_uri=uri, artifact_sha256=sha,
                    params={**args.to_dict(), "ranker": ranker_args.to_dict(), "candidates": candidates.__dict__,
-                           "gate": gate.__dict__},
+                           "gate": gate.__dict__, "sample_seed": data.seed},
                    metrics=metrics, feast_project=settings.feast.project, feature_refs=FEATURE_REFS,
                    code_version=manifest["code_version"],
                    device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
-        cut, catalog["item_id"].tolist(), candidate.index.item_vecs,
+        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined,
     )
     if status == "candidate":
         log.info(f"the pointer moved while version {version} trained (it started from {parent}): "
@@ -248,3 +213,75 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     outcome = {"promoted": "promoted", "rejected": "rejected by the gate; current stays",
                "candidate": "published as a candidate (the pointer moved since its cut); current stays"}[status]
     return UpdateOutcome("created", version, status == "promoted", f"version {version}: {outcome}", metrics)
+
+
+_NEWEST_PROFILES = """
+SELECT DISTINCT ON (p.user_id) p.profile_text FROM user_profiles p
+WHERE p.user_id IN (SELECT DISTINCT user_id FROM interactions
+                    WHERE ingest_xid >= CAST(:xid_from AS xid8) AND ingest_xid < CAST(:xid_to AS xid8))
+ORDER BY p.user_id, p.valid_from DESC"""
+
+
+def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> float:
+    """Encode the newest profile of every user in the cut now, into the shared cache: the API looks a
+    returning user's state up instead of running the encoder (and the next update trains on them).
+
+    The API runs on CPUs in full precision: a CUDA updater encodes these in fp32 too, under the
+    CPU's cache key, or the API would never find them.
+    """
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        texts = [r[0] for r in conn.execute(sa.text(_NEWEST_PROFILES), {"xid_from": cut.xid_from, "xid_to": cut.xid_to})]
+    encoder = trained.candidate.encoder
+    serving = encoder.for_serving(engine)
+    serving.pooled_all(texts, args.max_user_tokens)
+    encoder.stats.hits += serving.stats.hits
+    encoder.stats.encoded += serving.stats.encoded
+    return time.perf_counter() - started
+
+
+def _best_promoted(engine, exclude: int | None) -> int | None:
+    """The version still in the promotion history whose gate Recall@K was highest relative to P-TopFreq's."""
+    with engine.connect() as conn:
+        stack = [v for v in promotion_stack(conn) if v != exclude]
+        if not stack:
+            return None
+        return conn.execute(sa.text(
+            "SELECT version FROM model_versions WHERE version = ANY(:v) AND metrics->'anchor'->>'ratio' IS NOT NULL "
+            "ORDER BY (metrics->'anchor'->>'ratio')::float8 DESC, version DESC LIMIT 1"), {"v": stack}).scalar()
+
+
+def _judge(engine, trained: Trained, slices, gate: GateArguments, parent: int | None, args) -> dict:
+    """Every pipeline's scores on the gate's slices: the candidate, its parent, P-TopFreq, the best
+    promoted version (when it is not the parent)."""
+    def on_slices(model) -> dict:
+        return {s: gating.score(model, trained.events, b, trained.days, gate.k) for s, b in slices.items()}
+
+    scores = {"candidate": on_slices(trained.candidate),
+              "p_topfreq": {s: gating.score_p_topfreq(trained.events, b, trained.days, gate.k) for s, b in slices.items()}}
+    if trained.parent is not None:
+        scores["parent"] = on_slices(trained.parent)
+    best = _best_promoted(engine, exclude=parent) if gate.enabled and parent is not None else None
+    if best is not None:
+        start = start_from(engine, best, None, args.embedding_dim)
+        model = ranking_model(engine, start.model, start.tokenizer, trained.device, None, trained.catalog,
+                              start.ranker, start.loaded.candidates or trained.candidate.config, args)
+        scores["best"] = {**on_slices(model), "version": best}
+    return scores
+
+
+def _metrics(trained: Trained, data: TrainingData, scores: dict, verdict: gating.Verdict, gate: GateArguments) -> dict:
+    towers, candidate = trained.towers, trained.candidate
+    ratio = gating.anchor_ratio(scores)
+    return {**scores, "k": gate.k, "gate": verdict.status, "gate_reason": verdict.reason,
+            "gate_tolerance_relative": gate.tolerance, "gate_min_baskets": gate.min_baskets,
+            "anchor": {"ratio": ratio, "against": "p_topfreq", "slice": "gate"},
+            "slices": {"valid_rows": len(data.valid_rows), "gate_rows": len(data.gate_rows),
+                       "guard_rows": len(data.guard_rows)},
+            "valid_losses": towers.valid_losses, "epochs": towers.epochs, "rows_seen": towers.rows_seen,
+            "rows_per_second": towers.rows_per_second, "rows_new": data.rows_new, "rows_replay": data.rows_replay,
+            "rows_quarantined": len(data.quarantined), "sample_seed": data.seed,
+            "encoder_cache": {**towers.encoder_cache, "evaluation": candidate.encoder.stats.as_dict()},
+            "ranker": {"epochs": trained.ranker.epochs, "examples": trained.ranker.examples,
+                       "positives": trained.ranker.positives, "valid_losses": trained.ranker.valid_losses,
+                       **trained.ranker_info}}

@@ -54,16 +54,19 @@ class _Signals:
         log.info("%s: finishing the update in progress, then exiting", signal.Signals(signum).name)
 
 
-def _due(state: dict, args: WatchArguments) -> bool:
+def _due(state: dict, args: WatchArguments, deferred_at: int = 0) -> bool:
+    """Enough rows, or old enough ones; after a deferral (too little evidence), only once more rows came."""
     rows, age = state["rows_unseen"], state["oldest_unseen_seconds"] or 0.0
+    if deferred_at and rows <= deferred_at:
+        return False
     return rows >= args.min_rows or (rows > 0 and age >= args.max_age)
 
 
-def _wait(state: dict, args: WatchArguments, not_before: float | None) -> float:
+def _wait(state: dict, args: WatchArguments, not_before: float | None, deferred: bool = False) -> float:
     """Sleep until rows arrive, the oldest row comes due, a back-off ends, or the poll interval does."""
     if not_before is not None:
         wait = not_before - time.monotonic()
-    elif state["rows_unseen"]:
+    elif state["rows_unseen"] and not deferred:
         wait = args.max_age - (state["oldest_unseen_seconds"] or 0.0)
     else:
         wait = args.poll
@@ -95,16 +98,20 @@ def watch(train: TrainingArguments, gate: GateArguments, args: WatchArguments, b
         store, signals = open_store(settings), _Signals()
         log.info("watching: an update at %d new rows or when the oldest has waited %.0f s (poll %.0f s)",
                  args.min_rows, args.max_age, args.poll)
-        failures, not_before, updates = 0, 0.0, 0
+        failures, not_before, updates, deferred_at = 0, 0.0, 0, 0
         while not signals.stopping and (args.max_updates is None or updates < args.max_updates):
             with engine.connect() as conn:
                 state = unseen(conn)
-            if _due(state, args) and time.monotonic() >= not_before:
+            if _due(state, args, deferred_at) and time.monotonic() >= not_before:
                 try:
                     outcome = _update(store, train, gate, base_model, settings, candidates)
-                    failures = 0
+                    failures, deferred_at = 0, 0
                     if outcome.status == "created":
                         updates += 1
+                    elif outcome.status == "deferred":
+                        # The gate needs more held-out baskets: try again once more rows have come.
+                        deferred_at = state["rows_unseen"]
+                        not_before = time.monotonic() + args.poll
                     else:
                         # Another updater holds the lock (a manual run, the GPU job), or the cut
                         # found nothing yet (an old open transaction holds the horizon back):
@@ -117,7 +124,7 @@ def watch(train: TrainingArguments, gate: GateArguments, args: WatchArguments, b
                     log.exception("update failed (%d in a row); next try in %.0f s", failures, delay)
                 continue
             waiting = not_before if time.monotonic() < not_before else None
-            for _ in listener.notifies(timeout=_wait(state, args, waiting), stop_after=1):
+            for _ in listener.notifies(timeout=_wait(state, args, waiting, bool(deferred_at)), stop_after=1):
                 pass  # a notification: rows arrived, look again
         log.info("watcher stopped after %d updates", updates)
         return 0

@@ -9,21 +9,34 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from freshrec.training.modeling import TwoTower
-from freshrec.training.state_cache import CacheStats, StateCache, text_hash
+from freshrec.models.towers import TwoTower
+from freshrec.models.state_cache import CacheStats, StateCache, encoder_digest, text_hash
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device, bf16: bool | None = None):
     # bf16 on GPUs; full precision on CPUs, where bf16 matmuls are slower than fp32 here.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    enabled = device.type == "cuda" if bf16 is None else bf16
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 class Encoder:
     def __init__(self, model: TwoTower, tokenizer, device: torch.device, batch_size: int = 128,
-                 cache: StateCache | None = None):
+                 cache: StateCache | None = None, bf16: bool | None = None):
         self.model, self.tokenizer, self.device, self.batch_size = model, tokenizer, device, batch_size
         self.cache = cache
+        self.bf16 = device.type == "cuda" if bf16 is None else bf16
         self.stats = CacheStats()
+
+    def for_serving(self, engine) -> Encoder:
+        """This encoder as the API runs it: full precision, its states under the full-precision cache key.
+
+        A CUDA updater runs under bf16, whose states differ from fp32's and are cached under another
+        key; what it warms for the (CPU) API must be computed and keyed in fp32.
+        """
+        if not self.bf16:
+            return self
+        return Encoder(self.model, self.tokenizer, self.device, self.batch_size,
+                       StateCache(engine, encoder_digest(self.model.encoder, precision="fp32")), bf16=False)
 
     def tokens(self, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
@@ -31,7 +44,7 @@ class Encoder:
 
     def pooled(self, texts: list[str], max_tokens: int) -> torch.Tensor:
         tok = self.tokens(texts, max_tokens)
-        with autocast(self.device):
+        with autocast(self.device, self.bf16):
             return self.model.pooled(tok["input_ids"], tok["attention_mask"]).float()
 
     @torch.no_grad()

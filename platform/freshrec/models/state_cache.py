@@ -42,16 +42,17 @@ def text_hash(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def encoder_digest(encoder: torch.nn.Module, device: torch.device) -> str:
+def encoder_digest(encoder: torch.nn.Module, device: torch.device | None = None, precision: str | None = None) -> str:
     """sha256 over the encoder's parameter names and values, and the precision they run at.
 
     On CUDA the encoder runs under bf16 autocast, whose outputs differ from fp32's: another key.
     """
+    precision = precision or ("bf16" if device is not None and device.type == "cuda" else "fp32")
     h = hashlib.sha256()
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return f"{h.hexdigest()[:32]}:{'bf16' if device.type == 'cuda' else 'fp32'}"
+    return f"{h.hexdigest()[:32]}:{precision}"
 
 
 @dataclass

@@ -13,8 +13,8 @@ import pandas as pd
 from freshrec.ranking.candidates import CandidateConfig
 from freshrec.ranking.events import EventLog, epoch_seconds
 from freshrec.ranking.pipeline import Queries, TowerIndex, basket_items
-from freshrec.training.encoder import Encoder
-from freshrec.training.ranker import Ranker
+from freshrec.models.encoder import Encoder
+from freshrec.models.ranker import Ranker
 
 
 @dataclass
