@@ -11,15 +11,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from freshrec.resources import bundled
+
 DEFAULT_API_TOKEN = "freshrec-dev-token"
 MIN_TOKEN_CHARS = 16
-# The repository checkout that holds feature_repo/ when installed with `pip install -e .`.
-_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 class FeastSettings(BaseModel):
     project: str = "freshrec"
-    repo_path: Path = Field(default=_CHECKOUT / "feature_repo", description="Feast feature repository")
+    repo_path: Path = Field(default_factory=lambda: bundled("feature_repo"), description="Feast feature repository")
     # A separate role for Feast's offline reads: it carries enable_nestloop=off and a
     # statement_timeout, which PostgreSQL's planner needs for Feast's point-in-time join.
     offline_user: str = "freshrec_feast"

@@ -1,14 +1,13 @@
 """Run the Alembic migrations in ``migrations/`` from Python (``freshrec db upgrade``)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
 from freshrec.db.engine import sqlalchemy_url
+from freshrec.resources import bundled
 
-MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+MIGRATIONS = bundled("migrations")
 
 
 def alembic_config(url: str) -> Config:

@@ -62,4 +62,6 @@ def export_lines(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     env = feast_environment(database_url(settings), settings)
     env["FRESHREC_HOME"] = str(settings.home)
+    # The repository to hand the plain CLI: feast -c "$FRESHREC_FEATURE_REPO" apply (a wheel carries its own).
+    env["FRESHREC_FEATURE_REPO"] = str(settings.feast.repo_path)
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
