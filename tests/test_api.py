@@ -56,7 +56,9 @@ def test_recommendations_name_their_sources_and_equal_what_the_benchmark_scores(
     from freshrec.ranking import SOURCES
     from freshrec.serving.snapshot import load_snapshot
 
-    user = _known_user()
+    with get_engine().connect() as conn:  # a customer with a short history: room for items new to them
+        user = conn.execute(sa.text("SELECT user_id FROM user_profiles GROUP BY user_id HAVING max(n_events) "
+                                    "BETWEEN 3 AND 8 ORDER BY user_id LIMIT 1")).scalar()
     api = client.get(f"/v1/users/{user}/recommendations", params={"k": evaluation.K}).json()
     sources = [set(i["sources"]) for i in api["items"]]
     assert api["strategy"] == "personal" and all(s and s <= set(SOURCES) for s in sources)
@@ -257,3 +259,52 @@ def test_events_with_and_without_quantity_in_one_batch(client, served_db):
         quantities = [r[0] for r in conn.execute(sa.text(
             "SELECT quantity FROM interactions WHERE event_key IN ('mixed-1', 'mixed-2') ORDER BY event_key"))]
     assert quantities == [1, 3]
+
+
+def test_a_customer_who_only_browsed_gets_personal_items_not_an_empty_list(client, served_db):
+    """Views and carts, no purchase: the towers, the browsed items and their co-purchase partners propose."""
+    with get_engine().connect() as conn:
+        carted, viewed = [r[0] for r in conn.execute(sa.text(
+            "SELECT item_id FROM interactions GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT 2"))]
+    events = [{**_event("browse-1", viewed, event_type="view"), "user_id": "browser"},
+              {**_event("browse-2", carted, event_type="cart"), "user_id": "browser"}]
+    assert client.post("/v1/events", json={"events": events}, headers=TOKEN).json()["profiles_pushed"] == 1
+    body = client.get("/v1/users/browser/recommendations", params={"k": 20}).json()
+    assert body["strategy"] == "personal" and len(body["items"]) == 20
+    sources = {i["item_id"]: set(i["sources"]) for i in body["items"]}
+    assert "browsed" in sources.get(carted, set()) | sources.get(viewed, set())
+    assert any("copurchase" in s for s in sources.values()) and any("tower" in s for s in sources.values())
+
+
+def test_nothing_to_propose_falls_back_to_popular_items(client, served_db):
+    from freshrec.features import online_users
+    from freshrec.ranking.candidates import CandidateConfig
+
+    snap = client.app.state.api.holder.current
+    silent = snap.with_candidates(CandidateConfig(0, 0, 0, 0, 0))
+    with get_engine().connect() as conn:
+        assert silent.recommend(conn, online_users(client.app.state.api.store, [_known_user()]), 5)[_known_user()] is None
+
+
+def test_a_profile_that_changes_at_the_same_timestamp_gets_a_new_user_vector(client, served_db):
+    """A basket's lines in two requests: the profile text changes, its feature timestamp does not."""
+    import numpy as np
+
+    from freshrec.features import online_users
+    from freshrec.models.state_cache import text_hash
+
+    with get_engine().connect() as conn:
+        first, second = [r[0] for r in conn.execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 2"))]
+    store, snap = client.app.state.api.store, client.app.state.api.holder.current
+    texts = []
+    for key, item in (("basket-a", first), ("basket-b", second)):
+        event = {**_event(key, item, event_time="2011-01-07T09:00:00Z"), "user_id": "two-requests"}
+        client.post("/v1/events", json={"events": [event]}, headers=TOKEN)
+        row = online_users(store, ["two-requests"])["two-requests"]
+        texts.append((row["user_text"], row["ts"]))
+        assert client.get("/v1/users/two-requests/recommendations").json()["strategy"] == "personal"
+    (text_a, ts_a), (text_b, ts_b) = texts
+    assert ts_a == ts_b and text_a != text_b  # the defect's condition: same timestamp, new text
+    cached = snap._user_cache[text_hash(text_b)]
+    assert np.allclose(cached, snap._encode([text_b])[0], atol=1e-5)
+    assert not np.allclose(cached, snap._user_cache[text_hash(text_a)], atol=1e-5)

@@ -9,7 +9,7 @@ API's own ``Snapshot.recommend``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -37,12 +37,17 @@ class TestWeek:
     log: EventLog  # the asked users' rows before the clock
     user_rows: np.ndarray
 
+    @property
+    def when(self) -> datetime:
+        """The clock as a moment (every arm ranks as of it)."""
+        return datetime.fromtimestamp(self.clock, timezone.utc)
+
 
 def test_week(engine, store, week_rows: pd.DataFrame, since: date, max_users: int, item_ids: np.ndarray) -> TestWeek:
     bought = week_rows.groupby("user_id")["item_id"].agg(set)
     with engine.connect() as conn:
         clock = serving_clock(conn)
-        log = users_log(conn, list(bought.index), clock, item_ids)
+        log, _ = users_log(conn, list(bought.index), clock, item_ids)
     known = set(log.users)
     users = [u for u in bought.index if u in known]
     if len(users) > max_users:  # evenly spaced over user ids: deterministic
@@ -71,16 +76,13 @@ def metric_rows(week: TestWeek, arm: str, ranked: list, item_ids: np.ndarray | N
 
 def pipeline_ranked(snap: Snapshot, engine, week: TestWeek, k: int = K) -> list[list[str]]:
     """What the API answers each user (``Snapshot.recommend``: candidates -> features -> ranker), top k."""
-    from datetime import datetime, timezone
-
     with engine.connect() as conn:
-        answers = snap.recommend(conn, {u: week.features[u] for u in week.users}, k,
-                                 clock=datetime.fromtimestamp(week.clock, timezone.utc))
+        answers = snap.recommend(conn, {u: week.features[u] for u in week.users}, k, clock=week.when)
     return [[h.item_id for h in answers[u] or []] for u in week.users]
 
 
 def _user_vecs(snap: Snapshot, week: TestWeek) -> np.ndarray:
-    return snap.user_vectors([(u, week.features[u]["user_text"], week.features[u]["ts"]) for u in week.users])
+    return snap.user_vectors([week.features[u]["user_text"] for u in week.users])
 
 
 def tower_ranked(snap: Snapshot, week: TestWeek) -> list[list[str]]:
@@ -104,5 +106,5 @@ def tower_explore_ranked(snap: Snapshot, week: TestWeek) -> list:
     """The towers' top K among items new to the user (item rows)."""
     index = snap.ranking.index
     tower = Tower(_user_vecs(snap, week), index.item_vecs, index.scale, index.bias)
-    return explore_rankings(week.log, week.user_rows, np.full(len(week.users), week.clock), snap.day_state(), tower,
+    return explore_rankings(week.log, week.user_rows, np.full(len(week.users), week.clock), snap.day_state(week.when), tower,
                             K)["tower"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from freshrec.bench import baselines, report
+from freshrec.bench import report
 from freshrec.ranking.baselines import p_topfreq
 from freshrec.bench.metrics import as_interval, bootstrap, ratio_interval, user_metrics
 from freshrec.bench.timeline import open_timeline

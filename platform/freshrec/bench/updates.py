@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -121,7 +120,7 @@ def _score_week(platforms, stale: Snapshot, retrained: dict[str, Snapshot], week
         rows += ev.metric_rows(week, f"tower-incremental-{p.strategy}", ev.tower_ranked(snap, week))
         if p is primary:
             rows += ev.metric_rows(week, "tower-explore", ev.tower_explore_ranked(snap, week), snap.item_ids)
-            day, item_ids = snap.day_state(), snap.item_ids
+            day, item_ids = snap.day_state(week.when), snap.item_ids
             for arm, config in CANDIDATE_SWEEP.items():
                 rows += ev.metric_rows(week, arm, ev.pipeline_ranked(snap.with_candidates(config), p.engine, week,
                                                                      EVERY_CANDIDATE))
@@ -179,7 +178,7 @@ def run(weeks: int | None, model: str, strategies: list[str], device_name: str, 
             week = ev.test_week(primary.engine, primary.store, timeline.batch(test_since, test_until).interactions,
                                 test_since, max_eval_users, primary.snapshot().item_ids)
             with primary.engine.connect() as conn:
-                everyone = rows_before(conn, datetime.fromtimestamp(week.clock, timezone.utc), week.log.item_ids)
+                everyone = rows_before(conn, week.when, week.log.item_ids)
             rows, versions = _score_week(platforms, stale, retrained, week, everyone, tifu)
             for r in rows:
                 r.update(week=str(since), test_week=str(test_since))

@@ -1,21 +1,74 @@
-"""Item-to-item co-purchase: how often two items share a basket, accumulated in time order.
+"""Item-to-item co-purchase: how often two items share a basket, as P(j in basket | i in basket).
 
-``strength`` turns counts into P(j in basket | i in basket), so a candidate's score against the
-user's last baskets is a sum of conditional probabilities, comparable across items.
+Two forms with one interface, ``gather(items)``: the strengths of the given items' partners, flat
+(for each given item, its partner rows and P(partner | item), never the item itself):
+- ``CoPurchase``: sparse pair counts accumulated in time order (exact; the benchmark's offline
+  point-in-time state); ``neighbours(k)`` keeps each item's k strongest partners;
+- ``Neighbours``: each item's top k partners only, in CSR form. What a version serves (memory and
+  per-request work follow the catalog times k, never the catalog squared).
 
-Dense counts: 3,665 items take 54 MB. Past ~10k items a sparse top-k neighbour list per item is
-the way (same interface); the bundled catalog does not need it.
+A query's co-purchase score for an item is a sum of P(item | i) over the items i of its recent
+baskets, so scores are comparable across items.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import sparse
 
 from freshrec.ranking.events import EventLog, split_baskets
 
+NEIGHBOURS = 100  # partners kept per item
+
+
+def _flat_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR rows: the position of each stored entry's row among ``rows``, and the entries' indices."""
+    lengths = indptr[rows + 1] - indptr[rows]
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    offsets = np.repeat(indptr[rows] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return owner, np.arange(lengths.sum()) + offsets
+
+
+@dataclass
+class Neighbours:
+    """Each item row's strongest co-purchase partners (CSR: ``indptr`` over item rows)."""
+
+    indptr: np.ndarray
+    partners: np.ndarray  # item rows
+    strengths: np.ndarray  # P(partner | item), float32
+
+    @classmethod
+    def empty(cls, n_items: int) -> Neighbours:
+        return cls(np.zeros(n_items + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.indptr) - 1
+
+    def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in ``items``, partner row, strength) of every stored partner of the given items."""
+        items = np.asarray(items, np.int64)
+        owner, at = _flat_rows(self.indptr, items)
+        return owner, self.partners[at], self.strengths[at]
+
+    @classmethod
+    def from_lists(cls, n_items: int, rows: np.ndarray, partners: list[np.ndarray], strengths: list[np.ndarray]) -> Neighbours:
+        """From per-item lists (rows may be sparse: items without partners have none)."""
+        lengths = np.zeros(n_items, np.int64)
+        lengths[rows] = [len(p) for p in partners]
+        order = np.argsort(rows, kind="stable")
+        flat_p = np.concatenate([partners[i] for i in order]) if len(order) else np.zeros(0, np.int64)
+        flat_s = np.concatenate([strengths[i] for i in order]) if len(order) else np.zeros(0, np.float32)
+        return cls(np.concatenate([[0], np.cumsum(lengths)]), flat_p.astype(np.int64), flat_s.astype(np.float32))
+
 
 class CoPurchase:
+    """Sparse pair counts (each item with itself on the diagonal: the baskets holding it)."""
+
     def __init__(self, n_items: int):
-        self.counts = np.zeros((n_items, n_items), np.float32)
+        self.n_items = n_items
+        self.counts = sparse.csr_matrix((n_items, n_items), dtype=np.float32)
         self.added_until = -np.inf  # baskets strictly before this time are in
 
     def add(self, baskets: list[np.ndarray]) -> None:
@@ -24,7 +77,8 @@ class CoPurchase:
             return
         left = np.concatenate([np.repeat(b, len(b)) for b in baskets])
         right = np.concatenate([np.tile(b, len(b)) for b in baskets])
-        np.add.at(self.counts, (left, right), 1.0)
+        ones = np.ones(len(left), np.float32)
+        self.counts = (self.counts + sparse.csr_matrix((ones, (left, right)), shape=self.counts.shape)).tocsr()
 
     def advance(self, log: EventLog, until: float) -> None:
         """Add the log's baskets with ``added_until <= time < until`` (call with increasing times)."""
@@ -35,13 +89,29 @@ class CoPurchase:
         self.add(split_baskets(log.basket[mask][order], log.item[mask][order]))
         self.added_until = until
 
-    def strength(self, items: np.ndarray) -> np.ndarray:
-        """Rows of P(j | i) for the given items i (zero on i itself)."""
-        rows = self.counts[items]
-        baskets_with_i = np.maximum(rows[np.arange(len(items)), items], 1.0)
-        out = rows / baskets_with_i[:, None]
-        out[np.arange(len(items)), items] = 0.0
-        return out
+    def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in ``items``, partner row, P(partner | item)) over every partner of the given items."""
+        items = np.asarray(items, np.int64)
+        counts = self.counts
+        owner, at = _flat_rows(counts.indptr, items)
+        partner = counts.indices[at].astype(np.int64)
+        own = np.asarray(counts[items, items]).ravel()
+        strength = counts.data[at] / np.maximum(own[owner], 1.0)
+        keep = partner != items[owner]
+        return owner[keep], partner[keep], strength[keep].astype(np.float32)
+
+    def neighbours(self, k: int = NEIGHBOURS) -> Neighbours:
+        """Each item's k strongest partners."""
+        rows = np.flatnonzero(np.diff(self.counts.indptr))
+        owner, partner, strength = self.gather(rows)
+        order = np.lexsort((partner, -strength, owner))
+        owner, partner, strength = owner[order], partner[order], strength[order]
+        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+        keep = rank < k
+        owner, partner, strength = owner[keep], partner[keep], strength[keep]
+        bounds = np.searchsorted(owner, np.arange(len(rows) + 1))
+        return Neighbours.from_lists(self.n_items, rows, [partner[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+                                     [strength[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 def from_log(log: EventLog) -> CoPurchase:

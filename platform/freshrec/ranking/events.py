@@ -33,9 +33,13 @@ class EventLog:
     start: np.ndarray  # rows of user u are start[u]:start[u+1]
 
     @classmethod
-    def build(cls, frame: pd.DataFrame, item_ids: np.ndarray) -> EventLog:
-        """From rows of (user_id, item_id, event_time); items outside ``item_ids`` are dropped."""
-        row_of = pd.Index(item_ids)
+    def build(cls, frame: pd.DataFrame, item_ids: np.ndarray, item_index: pd.Index | None = None) -> EventLog:
+        """From rows of (user_id, item_id, event_time); items outside ``item_ids`` are dropped.
+
+        ``item_index`` (``pd.Index(item_ids)``, built once by the caller) spares a per-request index
+        over the whole catalog.
+        """
+        row_of = item_index if item_index is not None else pd.Index(item_ids)
         item = row_of.get_indexer(frame["item_id"])
         keep = item >= 0
         rows = pd.DataFrame({"user_id": frame["user_id"].to_numpy()[keep], "item": item[keep],
@@ -54,6 +58,16 @@ class EventLog:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    def at(self, name: str, rows: np.ndarray, default: float = 0) -> np.ndarray:
+        """``self.<name>[rows]``, with ``default`` where the log is empty or a row is past its end
+        (callers mask those rows out; an empty log has no row to point at)."""
+        values = getattr(self, name)
+        rows = np.asarray(rows, np.int64)
+        if len(values) == 0:
+            return np.full(len(rows), default, dtype=np.float64)
+        inside = rows < len(values)
+        return np.where(inside, values[np.minimum(rows, len(values) - 1)], default)
 
     def user_rows(self, user_ids) -> np.ndarray:
         """Each id's user row, -1 for a user without history here."""
@@ -78,3 +92,45 @@ def split_baskets(basket: np.ndarray, item: np.ndarray) -> list[np.ndarray]:
     if len(basket) == 0:
         return []
     return np.split(item, np.flatnonzero(np.diff(basket)) + 1)
+
+
+@dataclass
+class BrowseLog:
+    """Each user's views, clicks and carts (not purchases), by time: what they looked at, not yet bought.
+
+    Candidate context for a user without purchases (or between them): those items and their
+    co-purchase partners are proposed. Ranker features stay purchase-based until a benchmark on
+    data with browsing shows these help.
+    """
+
+    users: dict[str, int]
+    start: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def build(cls, frame: pd.DataFrame, item_index: pd.Index) -> BrowseLog:
+        item = item_index.get_indexer(frame["item_id"]) if len(frame) else np.zeros(0, np.int64)
+        rows = pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "item": item,
+                             "time": epoch_seconds(frame["event_time"]) if len(frame) else np.zeros(0)})
+        rows = rows[rows["item"] >= 0].sort_values(["user_id", "time"], kind="stable")
+        users, user = np.unique(rows["user_id"].to_numpy(dtype=object), return_inverse=True)
+        return cls({u: n for n, u in enumerate(users)}, np.searchsorted(user, np.arange(len(users) + 1)),
+                   rows["item"].to_numpy(np.int64), rows["time"].to_numpy(np.float64))
+
+    @classmethod
+    def empty(cls) -> BrowseLog:
+        return cls({}, np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+    def recent(self, user_ids, times: np.ndarray, limit: int = 20) -> list[np.ndarray]:
+        """Per query: the distinct items its user browsed strictly before its time, newest first."""
+        out = []
+        for user, t in zip(user_ids, times):
+            u = self.users.get(user)
+            if u is None:
+                out.append(np.zeros(0, np.int64))
+                continue
+            a, b = self.start[u], self.start[u + 1]
+            seen = self.item[a : a + np.searchsorted(self.time[a:b], t)][::-1]
+            out.append(pd.unique(seen)[:limit].astype(np.int64))
+        return out

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from freshrec.ranking.candidates import DayState
 from freshrec.ranking.copurchase import CoPurchase
-from freshrec.ranking.events import EventLog
+from freshrec.ranking.events import BrowseLog, EventLog
 
 STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
 
@@ -31,8 +31,12 @@ WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
 _ROWS_BEFORE = """
 SELECT user_id, item_id, event_time FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
 _USER_ROWS = """
-SELECT user_id, item_id, extract(epoch FROM event_time)::float8 AS event_time FROM interactions
-WHERE user_id = ANY(:users) AND event_time < :clock AND event_type = 'purchase'"""
+SELECT user_id, item_id, extract(epoch FROM event_time)::float8 AS event_time, event_type = 'purchase' AS bought
+FROM interactions WHERE user_id = ANY(:users) AND event_time < :clock"""
+# Views, clicks and carts: candidate context (``BrowseLog``), never baskets or labels.
+_CONSUMED_BROWSING = """
+SELECT user_id, item_id, event_time FROM interactions
+WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type <> 'purchase' AND user_id = ANY(:users)"""
 _STATS_AT = """
 SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats
 WHERE valid_from = ANY(:stamps)"""
@@ -49,11 +53,23 @@ def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray) -> EventLog:
     return EventLog.build(frame, item_ids)
 
 
-def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: np.ndarray) -> EventLog:
-    """These users' events strictly before ``clock`` (live rows included: the freshest history there is)."""
+def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: np.ndarray,
+              item_index: pd.Index | None = None) -> tuple[EventLog, BrowseLog]:
+    """These users' purchases, and what else they did, strictly before ``clock`` (live rows included: the
+    freshest history there is), in one query."""
     # Per request: plain rows and epoch seconds from SQL, not pandas' read_sql and datetime parsing.
     rows = conn.execute(sa.text(_USER_ROWS), {"users": list(user_ids), "clock": clock}).all()
-    return EventLog.build(pd.DataFrame(rows, columns=["user_id", "item_id", "event_time"]), item_ids)
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_time", "bought"])
+    index = item_index if item_index is not None else pd.Index(item_ids)
+    bought = frame["bought"].astype(bool)
+    return EventLog.build(frame[bought], item_ids, index), BrowseLog.build(frame[~bought], index)
+
+
+def consumed_browsing(engine: Engine, xid_to: str, users, item_ids: np.ndarray) -> BrowseLog:
+    """What these users viewed, clicked or carted below a cut's horizon (the lineage's rows)."""
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text(_CONSUMED_BROWSING), conn, params={"xid_to": str(int(xid_to)), "users": list(users)})
+    return BrowseLog.build(frame, pd.Index(item_ids))
 
 
 def rows_before(conn: Connection, clock: datetime, item_ids: np.ndarray) -> EventLog:

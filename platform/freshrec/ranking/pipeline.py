@@ -24,12 +24,14 @@ class Queries:
     times: np.ndarray  # epoch seconds
     activity: np.ndarray  # (n, 2): n_events, n_baskets as of just before each time
     user_vecs: np.ndarray  # the user tower's vector of each query's profile text
+    browsed: list[np.ndarray] | None = None  # item rows each user viewed, clicked or carted before its time
 
     def __len__(self) -> int:
         return len(self.times)
 
     def take(self, idx: np.ndarray) -> Queries:
-        return Queries(self.user_rows[idx], self.times[idx], self.activity[idx], self.user_vecs[idx])
+        browsed = [self.browsed[i] for i in idx] if self.browsed is not None else None
+        return Queries(self.user_rows[idx], self.times[idx], self.activity[idx], self.user_vecs[idx], browsed)
 
 
 @dataclass
@@ -56,8 +58,9 @@ def candidates_by_day(log: EventLog, queries: Queries, index: TowerIndex, config
     parts = []
     for day in np.unique(days):
         idx = np.flatnonzero(days == day)
+        browsed = [queries.browsed[i] for i in idx] if queries.browsed is not None else None
         part = build(log, queries.user_rows[idx], queries.times[idx], queries.activity[idx], day_state(float(day)),
-                     index.for_queries(queries.user_vecs[idx]), config)
+                     index.for_queries(queries.user_vecs[idx]), config, browsed)
         part.query = idx[part.query]
         parts.append(part)
     cands = Candidates.concat(parts)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from freshrec.ranking.candidates import CandidateConfig
-from freshrec.ranking.events import EventLog, epoch_seconds
+from freshrec.ranking.events import BrowseLog, EventLog, epoch_seconds
 from freshrec.ranking.pipeline import Queries, TowerIndex, basket_items
 from freshrec.models.encoder import Encoder
 from freshrec.models.ranker import Ranker
@@ -51,12 +51,16 @@ def basket_frame(rows: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     return baskets
 
 
-def basket_queries(model: RankingModel, log: EventLog, baskets: pd.DataFrame) -> tuple[Queries, list[set[int]]]:
+def basket_queries(model: RankingModel, log: EventLog, baskets: pd.DataFrame,
+                   browse: BrowseLog | None = None) -> tuple[Queries, list[set[int]]]:
     """Each basket as a query at its moment, and what it bought; baskets that bought nothing (a view,
-    a click) are left out: there is nothing to learn or check there."""
+    a click) are left out: there is nothing to learn or check there. ``browse``: what each user
+    viewed, clicked or carted before (candidate context, as when serving)."""
     activity = baskets[["n_events", "n_baskets"]].fillna(0).to_numpy(np.float32)
-    queries = Queries(log.user_rows(baskets["user_id"]), baskets["time"].to_numpy(np.float64), activity,
-                      np.zeros((len(baskets), 0), np.float32))
+    times = baskets["time"].to_numpy(np.float64)
+    browsed = browse.recent(baskets["user_id"], times) if browse is not None else None
+    queries = Queries(log.user_rows(baskets["user_id"]), times, activity, np.zeros((len(baskets), 0), np.float32),
+                      browsed)
     bought = basket_items(log, queries)
     keep = np.flatnonzero([len(b) > 0 for b in bought])
     texts = baskets["user_text"].to_numpy(dtype=object)[keep].tolist()

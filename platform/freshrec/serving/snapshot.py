@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 import torch
 from sqlalchemy.engine import Engine
@@ -25,14 +26,14 @@ from sqlalchemy.engine import Engine
 from freshrec.db.vectors import from_literal
 from freshrec.ranking import inputs
 from freshrec.ranking.candidates import CandidateConfig, DayState
-from freshrec.ranking.copurchase import CoPurchase
+from freshrec.ranking.copurchase import Neighbours
 from freshrec.ranking.scorer import RankingModel
-from freshrec.ranking.pipeline import Queries, TowerIndex, rank
+from freshrec.ranking.pipeline import Queries, TowerIndex, day_of, rank
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain
 from freshrec.serving.batcher import MicroBatcher
 from freshrec.models.encoder import Encoder
-from freshrec.models.state_cache import StateCache, encoder_digest
+from freshrec.models.state_cache import StateCache, encoder_digest, text_hash
 
 STATS_TTL_SECONDS = 60.0  # item aggregates are daily: re-read Feast's online store at most once a minute
 
@@ -51,19 +52,24 @@ class Snapshot:
     created_at: datetime | None
     sha256: str
     ranking: RankingModel
-    copurchase: CoPurchase  # over the rows the version's lineage consumed
+    copurchase: Neighbours  # each item's top co-purchase partners, over the rows the version's lineage consumed
     item_ids: np.ndarray  # the index's order: item row i is item_ids[i]
     titles: list[str]
     store: object  # Feast, for the online per-item aggregates
     row_of: dict[str, int] = field(init=False)
-    # (user_id, feature timestamp) -> user vector; the version is implied: one cache per snapshot.
+    item_index: pd.Index = field(init=False)  # item id -> row, built once (not per request)
+    # sha256 of a profile text -> its user vector. Keyed by the text itself: a profile that changes at
+    # the same feature timestamp (a basket's lines in two requests, a backfill, a renamed item) gets
+    # a new vector. The version is implied: one cache per snapshot.
     _user_cache: OrderedDict = field(init=False, default_factory=OrderedDict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _day: tuple[float, DayState] | None = field(init=False, default=None)
+    # (the data clock's day, when it was read, the day state): see day_state
+    _day: tuple[float, float, DayState] | None = field(init=False, default=None)
     cache_size: int = 50_000
 
     def __post_init__(self) -> None:
         self.row_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self.item_index = pd.Index(self.item_ids)
         self._batcher = MicroBatcher(self._encode)
 
     @property
@@ -79,30 +85,28 @@ class Snapshot:
         encoder = self.ranking.encoder
         return Encoder(encoder.model, encoder.tokenizer, encoder.device).users(texts, self.ranking.max_user_tokens)
 
-    def user_vector(self, user_id: str, text: str, feature_ts: int) -> np.ndarray:
-        return self.user_vectors([(user_id, text, feature_ts)])[0]
-
-    def user_vectors(self, profiles: list[tuple[str, str, int]]) -> np.ndarray:
-        """User-tower vectors of (user, profile text, feature timestamp): this process's LRU first, then
-        the shared encoder-state cache, then the encoder (a lone request shares a micro-batch)."""
-        out: list[np.ndarray | None] = [None] * len(profiles)
+    def user_vectors(self, texts: list[str]) -> np.ndarray:
+        """User-tower vectors of profile texts: this process's LRU first, then the shared encoder-state
+        cache, then the encoder (a lone request shares a micro-batch)."""
+        keys = [text_hash(t) for t in texts]
+        out: list[np.ndarray | None] = [None] * len(texts)
         with self._lock:
-            for n, (user, _, ts) in enumerate(profiles):
-                if (user, ts) in self._user_cache:
-                    self._user_cache.move_to_end((user, ts))
-                    out[n] = self._user_cache[(user, ts)]
+            for n, key in enumerate(keys):
+                if key in self._user_cache:
+                    self._user_cache.move_to_end(key)
+                    out[n] = self._user_cache[key]
         missing = [n for n, v in enumerate(out) if v is None]
         # A returning user's state is in the shared cache: one lookup, no wait in the micro-batcher.
-        cached = self.ranking.encoder.cached_users([profiles[n][1] for n in missing], self.ranking.max_user_tokens)
+        cached = self.ranking.encoder.cached_users([texts[n] for n in missing], self.ranking.max_user_tokens)
         fresh = {missing[i]: vec for i, vec in cached.items()}
         rest = [n for n in missing if n not in fresh]
         if len(rest) == 1:
-            fresh[rest[0]] = self._batcher(profiles[rest[0]][1])
+            fresh[rest[0]] = self._batcher(texts[rest[0]])
         elif rest:
-            fresh.update(zip(rest, self._encode([profiles[n][1] for n in rest])))
+            fresh.update(zip(rest, self._encode([texts[n] for n in rest])))
         with self._lock:
             for n, vec in fresh.items():
-                out[n] = self._user_cache[(profiles[n][0], profiles[n][2])] = vec
+                out[n] = self._user_cache[keys[n]] = vec
             while len(self._user_cache) > self.cache_size:
                 self._user_cache.popitem(last=False)
         return np.stack(out) if out else np.zeros((0, self.item_vecs.shape[1]), np.float32)
@@ -110,22 +114,28 @@ class Snapshot:
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.ranking.encoder.users(texts, self.ranking.max_user_tokens)
 
-    def day_state(self) -> DayState:
-        """Co-purchase of this version and the newest item aggregates from Feast's online store."""
+    def day_state(self, clock: datetime | None = None) -> DayState:
+        """Co-purchase of this version and the newest item aggregates from Feast's online store.
+
+        Re-read when the data clock's day changes (the aggregates are daily) and at most once a
+        minute within a day: keyed by the data's clock, so a replay that ranks several weeks within a
+        minute of wall clock reads each week's own aggregates.
+        """
         now = time.monotonic()
+        day = float(day_of(np.array([clock.timestamp()]))[0]) if clock is not None else None
         cached = self._day
-        if cached is None or now - cached[0] > STATS_TTL_SECONDS:
+        if cached is None or cached[0] != day or now - cached[1] > STATS_TTL_SECONDS:
             stats = inputs.online_stats_array(self.store, self.item_ids)
-            cached = (now, DayState(self.copurchase, stats))
+            cached = (day, now, DayState(self.copurchase, stats))
             self._day = cached
-        return cached[1]
+        return cached[2]
 
     def hits(self, rows: np.ndarray, scores: np.ndarray, sources=None) -> list[Hit]:
         return [Hit(str(self.item_ids[r]), self.titles[r], float(s), tuple(sources[n]) if sources else ())
                 for n, (r, s) in enumerate(zip(rows, scores))]
 
-    def popular_hits(self, k: int) -> list[Hit]:
-        rows = self.day_state().popular[:k]
+    def popular_hits(self, k: int, clock: datetime | None = None) -> list[Hit]:
+        rows = self.day_state(clock).popular[:k]
         return self.hits(rows, np.zeros(len(rows)), [("popular",)] * len(rows))
 
     def score(self, cosine: np.ndarray) -> np.ndarray:
@@ -144,26 +154,29 @@ class Snapshot:
         return self.hits(top, self.score(cosine[top]))
 
     def recommend(self, conn, users: dict[str, dict], k: int, clock: datetime | None = None) -> dict[str, list[Hit] | None]:
-        """Ranked items per user (None: no history, the caller serves popular items).
+        """Ranked items per user (None: no history, or nothing to propose: the caller serves popular items).
 
-        ``users`` maps a user id to Feast's online row: user_text, ts, n_events, n_baskets.
+        ``users`` maps a user id to Feast's online row: user_text, ts, n_events, n_baskets. A user who
+        only browsed (views, carts) has a profile: the towers, what they browsed and its co-purchase
+        partners propose their candidates.
         """
         known = [u for u, f in users.items() if f.get("user_text")]
         out: dict[str, list[Hit] | None] = {u: None for u in users}
         if not known:
             return out
         clock = clock or inputs.serving_clock(conn)
-        log = inputs.users_log(conn, known, clock, self.item_ids)
-        t = clock.timestamp()
-        queries = Queries(log.user_rows(known), np.full(len(known), t),
+        log, browse = inputs.users_log(conn, known, clock, self.item_ids, self.item_index)
+        times = np.full(len(known), clock.timestamp())
+        queries = Queries(log.user_rows(known), times,
                           np.array([[users[u]["n_events"], users[u]["n_baskets"]] for u in known], np.float32),
-                          self.user_vectors([(u, users[u]["user_text"], users[u]["ts"]) for u in known]))
-        day = self.day_state()
+                          self.user_vectors([users[u]["user_text"] for u in known]), browse.recent(known, times))
+        day = self.day_state(clock)
         cands, scores, tops = rank(log, queries, self.ranking.index, self.ranking.ranker, self.ranking.config,
                                    lambda _: day, k)
         for q, user in enumerate(known):
             picks = tops[q]
-            out[user] = self.hits(cands.item[picks], scores[picks], [cands.source_names(p) for p in picks])
+            if len(picks):
+                out[user] = self.hits(cands.item[picks], scores[picks], [cands.source_names(p) for p in picks])
         return out
 
 
@@ -172,10 +185,10 @@ SELECT e.item_id, i.title, e.embedding::text AS embedding
 FROM item_embeddings e JOIN items i USING (item_id) WHERE e.version = :v ORDER BY e.item_id"""
 
 
-def _consumed_copurchase(engine: Engine, xid_to: str, item_ids: np.ndarray) -> CoPurchase:
+def _consumed_copurchase(engine: Engine, xid_to: str, item_ids: np.ndarray) -> Neighbours:
     from freshrec.ranking.copurchase import from_log
 
-    return from_log(inputs.consumed_log(engine, xid_to, item_ids))
+    return from_log(inputs.consumed_log(engine, xid_to, item_ids)).neighbours()
 
 
 def load_snapshot(engine: Engine, version: int, store, dim: int = 128) -> Snapshot:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from freshrec.ranking import inputs
 from freshrec.ranking.baselines import p_topfreq
-from freshrec.ranking.events import EventLog
+from freshrec.ranking.events import BrowseLog, EventLog
 from freshrec.ranking.pipeline import basket_items, day_of, rank
 from freshrec.ranking.scorer import RankingModel, basket_frame, basket_queries
 from freshrec.training.args import GateArguments
@@ -52,9 +52,10 @@ def slice_baskets(gate_rows: pd.DataFrame, guard_rows: pd.DataFrame, trained: pd
     return {"gate": basket_frame(gate_rows, limit), "guard": basket_frame(guard, limit)}
 
 
-def score(model: RankingModel, log: EventLog, baskets: pd.DataFrame, days: inputs.OfflineDays, k: int) -> dict:
+def score(model: RankingModel, log: EventLog, baskets: pd.DataFrame, days: inputs.OfflineDays, k: int,
+          browse: BrowseLog | None = None) -> dict:
     """Recall@k and NDCG@k of the pipeline's top k against each basket's own items."""
-    queries, bought = basket_queries(model, log, baskets) if len(baskets) else (None, [])
+    queries, bought = basket_queries(model, log, baskets, browse) if len(baskets) else (None, [])
     if not bought:
         return {"recall": None, "ndcg": None, "baskets": 0}
     cands, _, tops = rank(log, queries, model.index, model.ranker, model.config, days, k)

@@ -255,7 +255,7 @@ def _judge(engine, trained: Trained, slices, gate: GateArguments, parent: int | 
     """Every pipeline's scores on the gate's slices: the candidate, its parent, P-TopFreq, the best
     promoted version (when it is not the parent)."""
     def on_slices(model) -> dict:
-        return {s: gating.score(model, trained.events, b, trained.days, gate.k) for s, b in slices.items()}
+        return {s: gating.score(model, trained.events, b, trained.days, gate.k, trained.browse) for s, b in slices.items()}
 
     scores = {"candidate": on_slices(trained.candidate),
               "p_topfreq": {s: gating.score_p_topfreq(trained.events, b, trained.days, gate.k) for s, b in slices.items()}}

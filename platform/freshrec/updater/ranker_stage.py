@@ -19,7 +19,7 @@ import pandas as pd
 
 from freshrec.models.ranker import Ranker
 from freshrec.ranking.candidates import FEATURES
-from freshrec.ranking.events import EventLog
+from freshrec.ranking.events import BrowseLog, EventLog
 from freshrec.ranking.inputs import OfflineDays
 from freshrec.ranking.pipeline import candidates_by_day
 from freshrec.ranking.scorer import RankingModel, basket_frame, basket_queries
@@ -42,22 +42,23 @@ class RankerExamples:
                    sum(p.baskets for p in parts))
 
 
-def examples(model: RankingModel, log: EventLog, baskets, days: OfflineDays) -> RankerExamples:
+def examples(model: RankingModel, log: EventLog, baskets, days: OfflineDays, browse: BrowseLog | None = None) -> RankerExamples:
     if len(baskets) == 0:
         return RankerExamples(np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.float32), 0)
-    queries, bought = basket_queries(model, log, baskets)
+    queries, bought = basket_queries(model, log, baskets, browse)
     cands = candidates_by_day(log, queries, model.index, model.config, days)
     label = np.array([i in bought[q] for q, i in zip(cands.query.tolist(), cands.item.tolist())], np.float32)
     return RankerExamples(cands.features, label, len(queries))
 
 
-def scored_examples(scorers: Scorers, log: EventLog, baskets: pd.DataFrame, days: OfflineDays) -> RankerExamples:
+def scored_examples(scorers: Scorers, log: EventLog, baskets: pd.DataFrame, days: OfflineDays,
+                    browse: BrowseLog | None = None) -> RankerExamples:
     """Each basket's candidates and features, its tower scores from the towers assigned to its fold."""
     from freshrec.updater.stages import fold_of
 
     folds = fold_of(baskets["user_id"]) if len(baskets) else np.zeros(0, int)
-    parts = [examples(model, log, baskets if fold is None else baskets[folds == fold].reset_index(drop=True), days)
-             for model, fold in scorers]
+    parts = [examples(model, log, baskets if fold is None else baskets[folds == fold].reset_index(drop=True), days,
+                      browse) for model, fold in scorers]
     return RankerExamples.concat(parts)
 
 
@@ -74,15 +75,15 @@ def _start(parent: Ranker | None, hidden: int) -> tuple[Ranker, bool, str]:
 
 
 def train_ranker(parent_ranker: Ranker | None, scorers: Scorers, log: EventLog, data: TrainingData,
-                 days: OfflineDays, args: RankerArguments) -> tuple[Ranker, RankerResult, dict]:
+                 days: OfflineDays, args: RankerArguments, browse: BrowseLog | None = None) -> tuple[Ranker, RankerResult, dict]:
     """A child of ``parent_ranker`` (warm start, L2 toward it), or a fresh ranker when there is none
     or the parent's feature list is not this code's (an upgrade): then it says so in ``info``."""
     rows = data.train_rows
     new = basket_frame(rows[~rows["replay"]])
     older = basket_frame(rows[rows["replay"]], limit=int(round(len(new) * args.replay_baskets)))
     baskets = pd.concat([f for f in (new, older) if len(f)] or [new], ignore_index=True)
-    train = scored_examples(scorers, log, baskets, days)
-    valid = scored_examples(scorers, log, basket_frame(data.valid_rows), days)
+    train = scored_examples(scorers, log, baskets, days, browse)
+    valid = scored_examples(scorers, log, basket_frame(data.valid_rows), days, browse)
     ranker, warm, fresh = _start(parent_ranker, args.hidden)
     info = {"train_baskets": train.baskets, "valid_baskets": valid.baskets, "warm_start": warm,
             "features": len(ranker.feature_names), "out_of_fold": scorers[0][1] is not None}

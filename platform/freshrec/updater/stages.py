@@ -22,8 +22,8 @@ from freshrec.models.encoder import Encoder
 from freshrec.models.ranker import Ranker
 from freshrec.models.state_cache import StateCache, encoder_digest
 from freshrec.models.towers import TwoTower
-from freshrec.ranking.events import EventLog, epoch_seconds
-from freshrec.ranking.inputs import OfflineDays, consumed_log
+from freshrec.ranking.events import BrowseLog, EventLog, epoch_seconds
+from freshrec.ranking.inputs import OfflineDays, consumed_browsing, consumed_log
 from freshrec.ranking.pipeline import day_of
 from freshrec.ranking.scorer import RankingModel
 from freshrec.registry import artifacts
@@ -114,6 +114,12 @@ def needed_days(data: TrainingData) -> np.ndarray:
     return np.unique(day_of(times))
 
 
+def users_of(data: TrainingData) -> list[str]:
+    """Every user whose baskets the ranker trains, validates or is gated on."""
+    frames = [data.train_rows, data.valid_rows, data.gate_rows, data.guard_rows]
+    return sorted({u for f in frames for u in f["user_id"]})
+
+
 @dataclass
 class Trained:
     """A version's parts, trained and not yet judged or published."""
@@ -126,6 +132,7 @@ class Trained:
     candidate: RankingModel  # the new towers, item index and ranker, as the pipeline ranks with them
     parent: RankingModel | None  # the parent's, for the gate
     events: EventLog
+    browse: BrowseLog  # the same users' views, clicks and carts: candidate context
     days: OfflineDays
     ranker: RankerResult
     ranker_info: dict
@@ -164,7 +171,9 @@ def train_version(engine, data: TrainingData, cut: Cut, start: Start, args: Trai
     if parent_model is not None:
         parent_rm = ranking_model(engine, parent_model, tokenizer, device, cache if args.strategy == "head" else None,
                                   catalog, start.ranker, start.loaded.candidates or candidates, args)
-    events = consumed_log(engine, cut.xid_to, catalog["item_id"].to_numpy(dtype=object))
+    item_ids = catalog["item_id"].to_numpy(dtype=object)
+    events = consumed_log(engine, cut.xid_to, item_ids)
+    browse = consumed_browsing(engine, cut.xid_to, users_of(data), item_ids)
     days = OfflineDays(engine, events, needed_days(data))
     timings["ranker_inputs_s"] = time.perf_counter() - t
 
@@ -173,13 +182,13 @@ def train_version(engine, data: TrainingData, cut: Cut, start: Start, args: Trai
         scorers = [(parent_rm, None)]  # the parent never trained on the cut's baskets
     else:
         scorers = fold_scorers(engine, fold_start, tokenizer, data, args, candidates, device)
-    ranker, ranker_result, ranker_info = train_ranker(start.ranker, scorers, events, data, days, ranker_args)
+    ranker, ranker_result, ranker_info = train_ranker(start.ranker, scorers, events, data, days, ranker_args, browse)
     candidate.ranker = ranker
     timings["ranker_s"] = time.perf_counter() - t
     log.info(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
              f"{ranker_info['train_baskets']:,} baskets ({ranker_result.positives:,} bought)"
              + (f"; {ranker_info['fresh']}" if ranker_info.get("fresh") else ""))
-    return Trained(model, tokenizer, towers, encoder_state, encoder_meta, candidate, parent_rm, events, days,
+    return Trained(model, tokenizer, towers, encoder_state, encoder_meta, candidate, parent_rm, events, browse, days,
                    ranker_result, ranker_info, cache, device, catalog, timings)
 
 

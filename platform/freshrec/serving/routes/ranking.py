@@ -34,7 +34,7 @@ class Ranked(BaseModel):
 def _user(state: ApiState, snap: Snapshot, user_id: str) -> np.ndarray | None:
     """The user's tower output, from the Feast online profile; None for a user with no history."""
     row = online_users(state.store, [user_id])[user_id]
-    return snap.user_vector(user_id, row["user_text"], row["ts"]) if row["user_text"] else None
+    return snap.user_vectors([row["user_text"]])[0] if row["user_text"] else None
 
 
 def _ranked(snap: Snapshot, strategy: str, hits) -> Ranked:
