@@ -213,13 +213,16 @@ def test_health_and_metrics(client, served_db):
 
 
 def test_weak_tokens_are_refused_outside_development():
+    read = {"api_read_token": "r" * 16}
     with pytest.raises(ValueError, match="at least 16 characters"):
-        Settings(environment="production", api_token="")
+        Settings(environment="production", api_token=" ", **read)
     with pytest.raises(ValueError, match="at least 16 characters"):
-        Settings(environment="production", api_token="short-token")
+        Settings(environment="production", api_token="short-token", **read)
     with pytest.raises(ValueError, match="secret value"):
-        Settings(environment="production")
-    assert Settings(environment="production", api_token="x" * 16).api_token.get_secret_value() == "x" * 16
+        Settings(environment="production", **read)
+    with pytest.raises(ValueError, match="FRESHREC_API_READ_TOKEN must have at least 16"):
+        Settings(environment="production", api_token="x" * 16, api_read_token="short")
+    assert Settings(environment="production", api_token="x" * 16, **read).api_token.get_secret_value() == "x" * 16
 
 
 def test_event_times_must_be_plausible(client, served_db):
@@ -308,3 +311,33 @@ def test_a_profile_that_changes_at_the_same_timestamp_gets_a_new_user_vector(cli
     cached = snap._user_cache[text_hash(text_b)]
     assert np.allclose(cached, snap._encode([text_b])[0], atol=1e-5)
     assert not np.allclose(cached, snap._user_cache[text_hash(text_a)], atol=1e-5)
+
+
+def test_per_user_reads_need_the_read_token_outside_development(served_db):
+    """A customer's recommendations are their purchase history: outside development only the read (or
+    admin) token reads them; catalog search stays open; /readyz names no artifact location."""
+    admin, reader = "a" * 16 + "-admin", "r" * 16 + "-read"
+    settings = Settings(environment="production", api_token=admin, api_read_token=reader)
+    user = _known_user()
+    with TestClient(create_app(settings, watch=False)) as c:
+        for path, params in ((f"/v1/users/{user}/recommendations", {}), ("/v1/search", {"q": "bag", "user_id": user})):
+            assert c.get(path, params=params).status_code == 401
+            assert c.get(path, params=params, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            for token in (reader, admin):
+                assert c.get(path, params=params, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert c.get("/v1/search", params={"q": "bag"}).status_code == 200  # the catalog, nobody's history
+        # The read token reads; it does not write.
+        event = {"events": [_event("read-token-write")]}
+        assert c.post("/v1/events", json=event, headers={"Authorization": f"Bearer {reader}"}).status_code == 401
+        c.app.state.api.holder.refused[1] = "TamperedArtifact: /secret/path/artifacts/abc: sha256 does not match"
+        assert c.get("/readyz").json()["refused"] == {"1": "TamperedArtifact"}
+        assert "/secret/path" in c.get("/readyz", headers={"Authorization": f"Bearer {admin}"}).json()["refused"]["1"]
+    closed = Settings(environment="production", api_token=admin, api_read_token=reader,
+                      serving={"open_catalog_search": False})
+    with TestClient(create_app(closed, watch=False)) as c:
+        assert c.get("/v1/search", params={"q": "bag"}).status_code == 401
+        assert c.get("/v1/search", params={"q": "bag"}, headers={"Authorization": f"Bearer {reader}"}).status_code == 200
+    with pytest.raises(ValueError, match="FRESHREC_API_READ_TOKEN must be set"):
+        Settings(environment="production", api_token=admin)
+    with pytest.raises(ValueError, match="must differ"):
+        Settings(environment="production", api_token=admin, api_read_token=admin)

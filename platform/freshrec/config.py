@@ -37,7 +37,11 @@ class ServingSettings(BaseModel):
     max_batch: int = 1000
     max_text_chars: int = 512
     poll_seconds: float = Field(1.0, description="how often the API checks the current-version pointer")
+    # Every read (versions, lineage, catalog search too) needs a token; per-user reads always do
+    # outside development (see Settings.per_user_reads_need_token).
     require_token_for_reads: bool = False
+    # Catalog search without user_id reveals nothing about a customer: open unless set to false.
+    open_catalog_search: bool = True
 
 
 class IngestSettings(BaseModel):
@@ -50,7 +54,10 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     home: Path = Field(default=Path.home() / ".freshrec", description="embedded database, artifacts, caches")
     database_url: SecretStr | None = Field(default=None, description="external PostgreSQL with pgvector")
-    api_token: SecretStr = SecretStr(DEFAULT_API_TOKEN)
+    api_token: SecretStr = SecretStr(DEFAULT_API_TOKEN)  # admin: writes, pointer moves, erasures
+    # Per-user reads (a customer's recommendations reveal their purchases): the storefront's backend
+    # holds this one, not the admin token.
+    api_read_token: SecretStr | None = None
     artifacts_uri: str | None = Field(default=None, description="fsspec URI; default $FRESHREC_HOME/artifacts")
     base_model: str | None = Field(default=None, description="local Hugging Face encoder; default MiniLM")
     feast: FeastSettings = FeastSettings()
@@ -61,13 +68,24 @@ class Settings(BaseSettings):
     def _refuse_weak_tokens_in_production(self) -> Settings:
         if self.environment == "development":
             return self
-        token = self.api_token.get_secret_value()
-        if token == DEFAULT_API_TOKEN:
-            raise ValueError("FRESHREC_API_TOKEN must be set to a secret value outside development")
-        if len(token.strip()) < MIN_TOKEN_CHARS:
-            # An empty token would let "Authorization: Bearer " through.
-            raise ValueError(f"FRESHREC_API_TOKEN must have at least {MIN_TOKEN_CHARS} characters outside development")
+        tokens = {"FRESHREC_API_TOKEN": self.api_token, "FRESHREC_API_READ_TOKEN": self.api_read_token}
+        for name, secret in tokens.items():
+            token = secret.get_secret_value() if secret is not None else ""
+            if not token or token == DEFAULT_API_TOKEN:
+                raise ValueError(f"{name} must be set to a secret value outside development")
+            if len(token.strip()) < MIN_TOKEN_CHARS:
+                # An empty token would let "Authorization: Bearer " through.
+                raise ValueError(f"{name} must have at least {MIN_TOKEN_CHARS} characters outside development")
+        if self.api_token.get_secret_value() == self.api_read_token.get_secret_value():
+            raise ValueError("FRESHREC_API_READ_TOKEN must differ from FRESHREC_API_TOKEN (the admin token)")
         return self
+
+    @property
+    def per_user_reads_need_token(self) -> bool:
+        """A customer's recommendations (and a search with their id) need a token outside development,
+        and in development once a read token is set."""
+        return (self.environment != "development" or self.serving.require_token_for_reads
+                or self.api_read_token is not None)
 
     @property
     def artifacts_root(self) -> str:

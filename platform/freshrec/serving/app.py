@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 import freshrec
 from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
-from freshrec.serving.deps import ApiState, api_state
+from freshrec.serving.deps import ApiState, api_state, is_admin
 from freshrec.serving.metrics import ApiMetrics
 from freshrec.serving.routes import events, models, ranking
 from freshrec.serving.watcher import PointerWatcher, SnapshotHolder
@@ -67,8 +67,9 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
-    def readyz(response: Response, state: ApiState = Depends(api_state)) -> dict:
-        """Ready when the database answers and a version is loaded."""
+    def readyz(response: Response, state: ApiState = Depends(api_state), admin: bool = Depends(is_admin)) -> dict:
+        """Ready when the database answers and a version is loaded. Why a version was refused: the error's
+        kind for anyone, its message (which names artifact locations) with the admin token."""
         try:
             with state.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -78,8 +79,9 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
         current = state.holder.current
         ready = database and current is not None
         response.status_code = 200 if ready else 503
+        refused = state.holder.refused if admin else {v: why.split(":")[0] for v, why in state.holder.refused.items()}
         return {"ready": ready, "database": database, "version": current.version if current else None,
-                "refused": state.holder.refused}
+                "refused": refused}
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus(state: ApiState = Depends(api_state)) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from sqlalchemy.engine import Engine
 
 from freshrec.config import Settings
@@ -37,17 +37,46 @@ def snapshot(state: ApiState = Depends(api_state)) -> Snapshot:
     return current
 
 
-def _token_matches(authorization: str | None, state: ApiState) -> bool:
-    expected = f"Bearer {state.settings.api_token.get_secret_value()}".encode()
+def _matches(authorization: str | None, secret) -> bool:
+    if secret is None:
+        return False
+    expected = f"Bearer {secret.get_secret_value()}".encode()
     given = (authorization or "").encode("utf-8", "surrogateescape")
     # compare_digest takes the same time wherever the first differing byte is.
     return hmac.compare_digest(given, expected)
 
 
+def _token_matches(authorization: str | None, state: ApiState) -> bool:
+    """The admin token."""
+    return _matches(authorization, state.settings.api_token)
+
+
+def _read_token_matches(authorization: str | None, state: ApiState) -> bool:
+    """The read token, or the admin token (which may do everything)."""
+    return _matches(authorization, state.settings.api_read_token) or _token_matches(authorization, state)
+
+
+def _unauthorized(what: str) -> HTTPException:
+    return HTTPException(401, f"missing or wrong bearer token ({what})", headers={"WWW-Authenticate": "Bearer"})
+
+
 def require_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>"),
                   state: ApiState = Depends(api_state)) -> None:
     if not _token_matches(authorization, state):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized("the admin token")
+
+
+def require_read_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
+                       state: ApiState = Depends(api_state)) -> None:
+    if not _read_token_matches(authorization, state):
+        raise _unauthorized("the read token")
+
+
+def require_user_read(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
+                      state: ApiState = Depends(api_state)) -> None:
+    """A read of one customer's data: their recommendations reveal their purchases."""
+    if state.settings.per_user_reads_need_token and not _read_token_matches(authorization, state):
+        raise _unauthorized("a per-user read needs the read token")
 
 
 def is_admin(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>: shows admin-only fields"),
@@ -56,6 +85,15 @@ def is_admin(authorization: str | None = Header(None, description="Bearer <FRESH
     return _token_matches(authorization, state)
 
 
+def search_guard(user_id: str | None = Query(None), authorization: str | None = Header(None),
+                 state: ApiState = Depends(api_state)) -> None:
+    """A search personalised with ``user_id`` reads that customer's profile; a catalog search may be open."""
+    if user_id is not None:
+        require_user_read(authorization, state)
+    elif not state.settings.serving.open_catalog_search:
+        require_read_token(authorization, state)
+
+
 def reads_guard(settings: Settings) -> list:
-    """Reads need the token only when FRESHREC_SERVING__REQUIRE_TOKEN_FOR_READS is set."""
-    return [Depends(require_token)] if settings.serving.require_token_for_reads else []
+    """Catalog-level reads need a token only when FRESHREC_SERVING__REQUIRE_TOKEN_FOR_READS is set."""
+    return [Depends(require_read_token)] if settings.serving.require_token_for_reads else []

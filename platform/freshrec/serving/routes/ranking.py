@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from freshrec.config import Settings
 from freshrec.features import online_users
 from freshrec.ranking.candidates import SOURCES
-from freshrec.serving.deps import NO_NUL, ApiState, api_state, reads_guard, snapshot
+from freshrec.serving.deps import NO_NUL, ApiState, api_state, reads_guard, require_user_read, search_guard, snapshot
 from freshrec.serving.snapshot import Snapshot
 
 QUERY_WEIGHT = 0.7  # personalised search: 70% the query, 30% the user's profile
@@ -47,7 +47,8 @@ def router(settings: Settings) -> APIRouter:
     K = Query(20, ge=1, le=limits.max_k, description=f"how many items (1 to {limits.max_k})")
     api = APIRouter(prefix="/v1", tags=["ranking"], dependencies=reads_guard(settings))
 
-    @api.get("/users/{user_id}/recommendations", response_model=Ranked)
+    @api.get("/users/{user_id}/recommendations", response_model=Ranked, dependencies=[Depends(require_user_read)],
+             responses={401: {"description": "a per-user read: the read token (outside development)"}})
     def recommendations(user_id: str = Path(max_length=200, pattern=NO_NUL), k: int = K,
                         state: ApiState = Depends(api_state), snap: Snapshot = Depends(snapshot)) -> Ranked:
         """Items for a user: candidates from their own history, the text towers, co-purchase and popularity,
@@ -60,7 +61,8 @@ def router(settings: Settings) -> APIRouter:
             return _ranked(snap, "popular", snap.popular_hits(k))
         return _ranked(snap, "personal", ranked)
 
-    @api.get("/search", response_model=Ranked)
+    @api.get("/search", response_model=Ranked, dependencies=[Depends(search_guard)],
+             responses={401: {"description": "with user_id, a per-user read: the read token"}})
     def search(q: str = Query(min_length=1, max_length=limits.max_text_chars, pattern=NO_NUL,
                               description=f"search text, at most {limits.max_text_chars} characters"),
                k: int = K, user_id: str | None = Query(None, max_length=200, pattern=NO_NUL,
