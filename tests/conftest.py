@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -35,7 +36,13 @@ def _db_url(server: embedded.EmbeddedServer, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def server() -> embedded.EmbeddedServer:
-    return embedded.start(_HOME)
+    """The session's embedded PostgreSQL; stopped, and its home (about 1 GB) removed, at the end,
+    unless FRESHREC_TEST_HOME asked to keep them."""
+    started = embedded.start(_HOME)
+    yield started
+    if not os.environ.get("FRESHREC_TEST_HOME"):
+        embedded.stop(_HOME)
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

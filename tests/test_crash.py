@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from freshrec.config import get_settings
 from freshrec.db import get_engine
 from freshrec.faults import CRASH_ENV, POINTS
+from freshrec.registry.artifacts import database_folder
 from freshrec.features import apply, open_store
 from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.updater import run_update
@@ -44,7 +45,7 @@ def _state() -> dict:
 def _own_root() -> str:
     """This database's folder under the artifacts root (each database sweeps only its own)."""
     with get_engine().connect() as conn:
-        return f"{get_settings().artifacts_root}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
+        return database_folder(conn, get_settings().artifacts_root)
 
 
 def _artifact_dirs() -> set[str]:

@@ -139,3 +139,46 @@ def test_while_another_update_holds_the_lock_it_waits_a_poll_not_a_spin(rows, ti
     assert "SIGTERM: finishing the update in progress, then exiting" in text and "watcher stopped after 1 updates" in text  # this watcher made one
     # standard logging: timestamp, level, logger
     assert any(line[:4].isdigit() and " INFO freshrec.watch: " in line for line in text.splitlines())
+
+
+def test_it_reconnects_when_the_database_restarts_under_it(retail_sample, tiny_model, tmp_path):
+    """The embedded server of its own home, stopped and started again while the watcher runs."""
+    env = {k: v for k, v in _env().items() if k != "FRESHREC_DATABASE_URL"}
+    env["FRESHREC_HOME"] = str(tmp_path / "home")
+
+    def cli(*args):
+        proc = subprocess.run(["freshrec", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    cli("db", "upgrade")
+    cli("load", "online-retail", str(retail_sample), "--until", "2010-12-31")
+    cli("features", "apply")
+    url = cli("db", "url").strip()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True)
+
+    def versions():
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar()
+        except sa.exc.OperationalError:
+            return -1
+
+    log_path = tmp_path / "watch.log"
+    cmd = ["freshrec", "update", "--watch", "--base-model", tiny_model, "--epochs", "1", "--no-gate",
+           "--min-rows", "1", "--max-age", "0", "--poll", "1", "--backoff", "1"]
+    watcher = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _until(lambda: versions() == 1), log_path.read_text()
+        cli("db", "stop")
+        assert _until(lambda: "lost the database" in log_path.read_text(), 60), log_path.read_text()
+        cli("db", "start")
+        cli("load", "online-retail", str(retail_sample), "--since", "2011-01-01")
+        assert _until(lambda: versions() == 2), log_path.read_text()
+        assert "reconnected to the database" in log_path.read_text()
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        watcher.wait(timeout=120)
+        engine.dispose()
+        subprocess.run(["freshrec", "db", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
+    assert watcher.returncode == 0

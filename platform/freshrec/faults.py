@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 from collections.abc import Callable
 
 CRASH_ENV = "FRESHREC_CRASH_AT"
 POINTS = ("after-cut", "training", "artifact-written", "before-commit")
+# ``FRESHREC_PAUSE_AT=<point>=<seconds>``: sleep there, to line two processes up on a race exactly.
+PAUSE_ENV = "FRESHREC_PAUSE_AT"
+PAUSE_POINTS = ("profile-push",)
 
 
 hooks: dict[str, Callable[[], None]] = {}
@@ -25,3 +30,11 @@ def crash_point(name: str) -> None:
         hook()
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    assert name in PAUSE_POINTS, name
+    point, _, seconds = os.environ.get(PAUSE_ENV, "").partition("=")
+    if point == name:
+        print(f"paused at {name}", file=sys.stderr, flush=True)  # the test waits for this line
+        time.sleep(float(seconds or 1))

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from freshrec.config import Settings, get_settings
 from freshrec.db import cursors
 from freshrec.db.engine import get_engine
+from freshrec.faults import pause_point
 from freshrec.features.environment import apply_environment
 from freshrec.ingest.aggregates import catch_up
 
@@ -30,6 +31,25 @@ FEATURE_REFS = [USER_TEXT, ITEM_TEXT, *USER_ACTIVITY, *ITEM_STATS]
 # would not do either: it returns a connection to the pool only when the call succeeds. So a
 # process makes its online calls one at a time; they take about a millisecond.
 _ONLINE = threading.Lock()
+
+
+def _online(store, call):
+    """One online-store call, alone in this process, on a live connection.
+
+    Feast's singleton connection is never replaced once broken: after a database restart every
+    later call would fail. A call that finds it lost drops it (Feast opens a new one) and runs once more.
+    """
+    import psycopg
+
+    with _ONLINE:
+        try:
+            return call()
+        except psycopg.OperationalError:
+            online = store._get_provider().online_store
+            if getattr(online, "_conn", None) is None:
+                raise
+            online._conn = None
+            return call()
 
 
 def open_store(settings: Settings | None = None):
@@ -95,7 +115,7 @@ def materialize(store, end: datetime | None = None, engine=None) -> tuple[dateti
             if start is not None:
                 # Rows stamped ahead of now (the end of today's aggregate) still belong in this window.
                 end = max(end or datetime.now(timezone.utc), newest)
-                store.materialize(start_date=start, end_date=end)
+                _online(store, lambda: store.materialize(start_date=start, end_date=end))
                 window = (start, end)
             cursors.write(conn, ONLINE_CURSOR, upto)
             return window
@@ -121,9 +141,8 @@ def online_user_texts(store, user_ids: list[str]) -> dict[str, tuple[str | None,
 
 def online_users(store, user_ids: list[str]) -> dict[str, dict]:
     """Each user's newest profile text, activity counts and feature timestamp, from the online store."""
-    with _ONLINE:
-        rows = store.get_online_features(features=[USER_TEXT, *USER_ACTIVITY],
-                                         entity_rows=[{"user_id": u} for u in user_ids]).to_dict(include_event_timestamps=True)
+    rows = _online(store, lambda: store.get_online_features(
+        features=[USER_TEXT, *USER_ACTIVITY], entity_rows=[{"user_id": u} for u in user_ids]).to_dict(include_event_timestamps=True))
     return {u: {"user_text": rows["user_text"][i], "ts": rows["user_text__ts"][i],
                 "n_events": rows["n_events"][i] or 0, "n_baskets": rows["n_baskets"][i] or 0}
             for i, u in enumerate(rows["user_id"])}
@@ -131,20 +150,42 @@ def online_users(store, user_ids: list[str]) -> dict[str, dict]:
 
 def online_item_stats(store, item_ids: list[str]) -> pd.DataFrame:
     """The newest daily aggregates of these items, from the online store (zeros for unknown items)."""
-    with _ONLINE:
-        rows = store.get_online_features(features=ITEM_STATS, entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
+    rows = _online(store, lambda: store.get_online_features(
+        features=ITEM_STATS, entity_rows=[{"item_id": i} for i in item_ids]).to_dict())
     frame = pd.DataFrame({name.split(":")[1]: rows[name.split(":")[1]] for name in ITEM_STATS}, index=rows["item_id"])
     return frame.fillna(0).astype("int64")
 
 
+_NEWEST_PROFILES = """
+SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, n_baskets, valid_from
+FROM user_profiles WHERE user_id = ANY(:ids) ORDER BY user_id, valid_from DESC"""
+
+
 def push_user_profiles(store, conn, user_ids: list[str]) -> int:
-    """Write these users' newest profile rows to the online store now (live events), not at the next materialize."""
-    if not user_ids:
+    """Write these users' newest profile rows to the online store now (live events), not at the next
+    materialize; returns how many were pushed.
+
+    Feast's PostgreSQL online write is last-writer-wins, so two processes pushing one user could
+    leave the older profile online. Each push holds a per-user advisory lock from reading the newest
+    profile to writing it, writes only what is newer than the online row, and waits for a running
+    materialization (which holds the materialize lock while it reads and writes every profile).
+    ``conn`` must not be in a transaction: the push runs in one of its own.
+    """
+    users = sorted(set(user_ids))
+    if not users:
         return 0
-    frame = pd.read_sql(
-        sa.text("SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, n_baskets, valid_from "
-                "FROM user_profiles WHERE user_id = ANY(:ids) ORDER BY user_id, valid_from DESC"),
-        conn, params={"ids": list(user_ids)})
-    with _ONLINE:
-        store.write_to_online_store("user_text", frame)
+    with conn.begin():
+        conn.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _MATERIALIZE_LOCK})
+        for user in users:  # in one order everywhere: no deadlock between pushers
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('profile:' || :u, 0))"), {"u": user})
+        frame = pd.read_sql(sa.text(_NEWEST_PROFILES), conn, params={"ids": users})
+        pause_point("profile-push")
+        online = online_users(store, users)
+        stamps = pd.to_datetime(frame["valid_from"], utc=True)
+        newer = [online[u]["ts"] is None or stamp.timestamp() > float(online[u]["ts"]) + 1e-6
+                 for u, stamp in zip(frame["user_id"], stamps)]
+        frame = frame[newer]
+        if len(frame):
+            _online(store, lambda: store.write_to_online_store("user_text", frame))
     return len(frame)

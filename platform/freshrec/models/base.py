@@ -3,7 +3,9 @@ Hugging Face encoder, or a tiny random BERT for tests and quick benchmarks. Noth
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from functools import lru_cache
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,6 +27,28 @@ def resolve(name: str | None) -> Path:
     if not (path / "config.json").exists():
         raise ValueError(f"--base-model: {name} is not a local Hugging Face model directory (no config.json)")
     return path
+
+
+def base_digest(path: Path) -> str:
+    """sha256 over a model directory's files (names and bytes): what a version records of its base.
+
+    A ``head`` version stores only its projections and loads its encoder from this directory: if the
+    directory changed, its user vectors would drift away from the item vectors it published.
+    """
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    return _digest(tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files), str(path))
+
+
+@lru_cache(maxsize=8)
+def _digest(stamps: tuple, root: str) -> str:
+    # Cached per (name, size, mtime) of every file: a process hashes a directory once until it changes.
+    h = hashlib.sha256()
+    for name, _, _ in stamps:
+        h.update(name.encode())
+        with open(Path(root, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def load_encoder(path: Path):

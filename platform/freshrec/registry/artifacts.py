@@ -23,7 +23,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from freshrec.ranking.candidates import FEATURES, CandidateConfig
-from freshrec.models.base import load_encoder, load_tokenizer, resolve
+from freshrec.models.base import base_digest, load_encoder, load_tokenizer, resolve
 from freshrec.models.towers import TwoTower
 from freshrec.models.ranker import Ranker
 
@@ -158,6 +158,15 @@ def _load_ranker(files: dict[str, bytes], manifest: dict) -> tuple[Ranker | None
     return ranker.eval(), CandidateConfig(**spec["candidates"])
 
 
+def _check_base(base: Path, manifest: dict, uri: str) -> None:
+    """Refuse a base model directory that is not the one the chain was trained on (versions made before
+    the digest was recorded carry none, and are loaded as they were)."""
+    recorded = manifest.get("base_model_sha256")
+    if recorded and base_digest(base) != recorded:
+        raise IncompatibleArtifact(f"{uri}: the base model at {base} has changed since this chain was trained "
+                                   f"(sha256 {base_digest(base)[:12]}… is not the recorded {recorded[:12]}…)")
+
+
 def load_version(chain: list[tuple[str, str]], dim: int) -> LoadedVersion:
     """The newest version of ``chain`` (oldest first: (uri, sha256) pairs), every artifact verified."""
     encoder, files, manifest = None, {}, {}
@@ -165,7 +174,9 @@ def load_version(chain: list[tuple[str, str]], dim: int) -> LoadedVersion:
         files = _verified(uri, sha)
         manifest = json.loads(files["manifest.json"])
         if encoder is None:
-            encoder = load_encoder(resolve(manifest["base_model"]))
+            base = resolve(manifest["base_model"])
+            _check_base(base, manifest, uri)
+            encoder = load_encoder(base)
         kind = manifest["encoder"]["kind"]
         if kind == "full":
             _load_strict(encoder, _section(files, "encoder."), f"{uri} encoder", allow_missing="pooler.")
@@ -188,15 +199,43 @@ def load_chain(lineage: list[dict], dim: int) -> LoadedVersion:
     return load_version([(r["artifact_uri"], r["artifact_sha256"]) for r in lineage], dim)
 
 
-def sweep_orphans(root: str, referenced: set[str]) -> list[str]:
-    """Delete artifact directories no published version names (left by a killed updater)."""
-    fs, path = fsspec.core.url_to_fs(root)
+_SERVER = "SELECT system_identifier::text, current_database() FROM pg_control_system()"
+
+
+def database_folder(conn, root: str) -> str:
+    """This database's own folder under the artifacts root: ``<server system identifier>-<database>``.
+
+    Databases named alike on two servers (every embedded server's is ``freshrec``) may share one
+    root; each writes and sweeps only its own folder, so a sweep never takes another's live
+    versions for orphans. The system identifier is fixed when a cluster is initialised.
+    """
+    import sqlalchemy as sa
+
+    system, database = conn.execute(sa.text(_SERVER)).one()
+    return f"{root.rstrip('/')}/{system}-{database}"
+
+
+def normalised(uri: str) -> str:
+    """One spelling per location: ``/a/b/``, ``/a/b`` and ``file:///a/b`` are the same directory."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return f"{protocol}://{path.rstrip('/')}"
+
+
+def sweep_orphans(folder: str, referenced: set[str]) -> list[str]:
+    """Delete artifact directories in ``folder`` that no published version names (left by a killed updater).
+
+    Names are compared as ``normalised`` locations: a version recorded as ``file:///x/v`` or with a
+    trailing slash is not taken for an orphan.
+    """
+    fs, path = fsspec.core.url_to_fs(folder)
     if not fs.exists(path):
         return []
+    live = {normalised(u) for u in referenced}
     removed = []
     for entry in fs.ls(path, detail=False):
-        uri = f"{root.rstrip('/')}/{entry.rstrip('/').rsplit('/', 1)[-1]}"
-        if uri not in referenced:
+        uri = f"{folder.rstrip('/')}/{entry.rstrip('/').rsplit('/', 1)[-1]}"
+        if normalised(uri) not in live:
             fs.rm(entry, recursive=True)
             removed.append(uri)
     return removed

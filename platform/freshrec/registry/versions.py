@@ -122,6 +122,8 @@ def _move_pointer(conn: Connection, version: int, action: str, actor: str, reaso
 
 def promote(engine: Engine, version: int, actor: str = "cli", reason: str = "manual promotion") -> None:
     with engine.begin() as conn:
+        # The lock first: "already current" must be read as of this move, not before a concurrent one.
+        conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
         status = conn.execute(sa.text("SELECT status FROM model_versions WHERE version = :v"), {"v": version}).scalar()
         if status is None:
             raise UnknownVersion(f"version {version} does not exist")

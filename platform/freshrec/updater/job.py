@@ -127,13 +127,6 @@ def _report_horizon(engine) -> None:
             "started wait for it to end. idle_in_transaction_session_timeout bounds this.")
 
 
-def _artifact_root(conn, settings: Settings) -> str:
-    # Each database writes and sweeps only its own folder: several databases may share one
-    # artifacts root (tests, benchmarks, staging beside production), and a sweep must never
-    # take another database's versions for orphans.
-    return f"{settings.artifacts_root.rstrip('/')}/{conn.execute(sa.text('SELECT current_database()')).scalar()}"
-
-
 def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings) -> UpdateOutcome:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -141,7 +134,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
         referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions"))}
         parent = current_version(conn)
         xid_from = parent_horizon(conn, parent)
-        root = _artifact_root(conn, settings)
+        root = artifacts.database_folder(conn, settings.artifacts_root)
     swept = artifacts.sweep_orphans(root, referenced)
     if swept:
         log.info(f"swept {len(swept)} orphaned artifact directories")
@@ -185,7 +178,8 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
         return UpdateOutcome("deferred", message=f"{verdict.reason}; no version made", metrics={"rows_new": data.rows_new})
 
     metrics = _metrics(trained, data, scores, verdict, gate)
-    manifest = {"parent": parent, "base_model": start.base_path, "strategy": args.strategy,
+    manifest = {"parent": parent, "base_model": start.base_path, "base_model_sha256": start.base_sha256,
+                "strategy": args.strategy,
                 "encoder": trained.encoder_meta,
                 "watermark": {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count},
                 "feature_refs": FEATURE_REFS, "feast_project": settings.feast.project,

@@ -13,11 +13,12 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
 import freshrec
-from freshrec.models.base import load_encoder, load_tokenizer, resolve
+from freshrec.models.base import base_digest, load_encoder, load_tokenizer, resolve
 from freshrec.models.encoder import Encoder
 from freshrec.models.ranker import Ranker
 from freshrec.models.state_cache import StateCache, encoder_digest
@@ -57,6 +58,12 @@ class Start:
     tokenizer: object
     base_path: str
     loaded: artifacts.LoadedVersion | None = None
+
+    @property
+    def base_sha256(self) -> str:
+        """The base model's digest: the parent's record, or the directory's own for a first version."""
+        recorded = self.loaded.manifest.get("base_model_sha256") if self.loaded else None
+        return recorded or base_digest(Path(self.base_path))
 
     @property
     def ranker(self) -> Ranker | None:

@@ -25,6 +25,7 @@ import signal
 import time
 
 import psycopg
+import sqlalchemy as sa
 
 from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
@@ -89,42 +90,74 @@ def watch(train: TrainingArguments, gate: GateArguments, args: WatchArguments, b
     from freshrec.features import open_store
 
     settings = settings or get_settings()
-    engine = get_engine(settings)
-    with psycopg.connect(database_url(settings), autocommit=True) as listener:
-        if not listener.execute("SELECT pg_try_advisory_lock(%s)", (WATCH_LOCK,)).fetchone()[0]:
-            log.error("another watcher is running on this database; exiting")
-            return ANOTHER_WATCHER
-        listener.execute(f"LISTEN {CHANNEL}")
-        store, signals = open_store(settings), _Signals()
-        log.info("watching: an update at %d new rows or when the oldest has waited %.0f s (poll %.0f s)",
-                 args.min_rows, args.max_age, args.poll)
-        failures, not_before, updates, deferred_at = 0, 0.0, 0, 0
-        while not signals.stopping and (args.max_updates is None or updates < args.max_updates):
-            with engine.connect() as conn:
-                state = unseen(conn)
-            if _due(state, args, deferred_at) and time.monotonic() >= not_before:
-                try:
-                    outcome = _update(store, train, gate, base_model, settings, candidates)
-                    failures, deferred_at = 0, 0
-                    if outcome.status == "created":
-                        updates += 1
-                    elif outcome.status == "deferred":
-                        # The gate needs more held-out baskets: try again once more rows have come.
-                        deferred_at = state["rows_unseen"]
-                        not_before = time.monotonic() + args.poll
-                    else:
-                        # Another updater holds the lock (a manual run, the GPU job), or the cut
-                        # found nothing yet (an old open transaction holds the horizon back):
-                        # look again after a poll, not at once.
-                        not_before = time.monotonic() + args.poll
-                except Exception:  # noqa: BLE001 - the watcher outlives a failed update
-                    failures += 1
-                    delay = min(args.backoff * 2 ** (failures - 1), 600.0)
-                    not_before = time.monotonic() + delay
-                    log.exception("update failed (%d in a row); next try in %.0f s", failures, delay)
-                continue
-            waiting = not_before if time.monotonic() < not_before else None
-            for _ in listener.notifies(timeout=_wait(state, args, waiting, bool(deferred_at)), stop_after=1):
-                pass  # a notification: rows arrived, look again
-        log.info("watcher stopped after %d updates", updates)
-        return 0
+    # Resolved once: after a restart the watcher waits for the server, it does not start one itself.
+    url, engine = database_url(settings), get_engine(settings)
+    store, signals = open_store(settings), _Signals()
+    progress = _Progress()
+    lost = 0  # connections lost in a row
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True) as listener:
+                # The lock lives in this session: after a reconnect it is taken again, and another
+                # watcher that took it meanwhile keeps it.
+                if not listener.execute("SELECT pg_try_advisory_lock(%s)", (WATCH_LOCK,)).fetchone()[0]:
+                    log.error("another watcher is running on this database; exiting")
+                    return ANOTHER_WATCHER
+                listener.execute(f"LISTEN {CHANNEL}")
+                if lost:
+                    log.info("reconnected to the database after %d failed attempts", lost)
+                else:
+                    log.info("watching: an update at %d new rows or when the oldest has waited %.0f s (poll %.0f s)",
+                             args.min_rows, args.max_age, args.poll)
+                lost = 0
+                _watch_on(listener, engine, store, signals, progress, train, gate, args, base_model, settings, candidates)
+            log.info("watcher stopped after %d updates", progress.updates)
+            return 0
+        except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as err:
+            # A database restart, a failover: keep trying, backing off, rather than die.
+            lost += 1
+            delay = min(args.backoff * 2 ** (lost - 1), 60.0)
+            log.warning("lost the database (%s); reconnecting in %.0f s", str(err).strip().splitlines()[0], delay)
+            engine.dispose()  # pooled connections to the old server are dead
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not signals.stopping:
+                time.sleep(0.2)
+            if signals.stopping:
+                return 0
+
+
+class _Progress:
+    """What the watch loop carries across reconnections."""
+
+    def __init__(self):
+        self.failures, self.not_before, self.updates, self.deferred_at = 0, 0.0, 0, 0
+
+
+def _watch_on(listener, engine, store, signals, p: _Progress, train, gate, args, base_model, settings, candidates) -> None:
+    while not signals.stopping and (args.max_updates is None or p.updates < args.max_updates):
+        with engine.connect() as conn:
+            state = unseen(conn)
+        if _due(state, args, p.deferred_at) and time.monotonic() >= p.not_before:
+            try:
+                outcome = _update(store, train, gate, base_model, settings, candidates)
+                p.failures, p.deferred_at = 0, 0
+                if outcome.status == "created":
+                    p.updates += 1
+                elif outcome.status == "deferred":
+                    # The gate needs more held-out baskets: try again once more rows have come.
+                    p.deferred_at = state["rows_unseen"]
+                    p.not_before = time.monotonic() + args.poll
+                else:
+                    # Another updater holds the lock (a manual run, the GPU job), or the cut
+                    # found nothing yet (an old open transaction holds the horizon back):
+                    # look again after a poll, not at once.
+                    p.not_before = time.monotonic() + args.poll
+            except Exception:  # noqa: BLE001 - the watcher outlives a failed update
+                p.failures += 1
+                delay = min(args.backoff * 2 ** (p.failures - 1), 600.0)
+                p.not_before = time.monotonic() + delay
+                log.exception("update failed (%d in a row); next try in %.0f s", p.failures, delay)
+            continue
+        waiting = p.not_before if time.monotonic() < p.not_before else None
+        for _ in listener.notifies(timeout=_wait(state, args, waiting, bool(p.deferred_at)), stop_after=1):
+            pass  # a notification: rows arrived, look again
