@@ -107,3 +107,35 @@ def test_a_load_that_commits_after_a_run_started_is_not_skipped(store):
         newest = conn.execute(sa.text("SELECT profile_text FROM user_profiles WHERE user_id = 'm-late' "
                                       "ORDER BY valid_from DESC LIMIT 1")).scalar()
     assert online_user_texts(open_store(), ["m-late"])["m-late"][0] == newest
+
+
+def test_the_wall_clock_cursor_it_replaced_misses_that_load(store):
+    """The same scenario through the old cursor (profiles with ``ingested_at`` after the last run's end):
+    ``ingested_at`` is ``now()``, the transaction's start, so the late row looks older than the cursor."""
+    engine = get_engine()
+
+    def wall_clock_materialize(since: datetime) -> datetime:
+        ended = datetime.now(timezone.utc)
+        with engine.connect() as conn:
+            start = conn.execute(sa.text("SELECT min(valid_from) FROM user_profiles WHERE ingested_at > :t"),
+                                 {"t": since}).scalar()
+        if start is not None:
+            open_store().materialize(start_date=start, end_date=ended)
+        return ended
+
+    cursor = wall_clock_materialize(datetime(1970, 1, 1, tzinfo=timezone.utc))
+    with engine.connect() as late:
+        tx = late.begin()
+        write_batch(late, interactions_frame_batch(_event("m-wall-late"), "late"), "late")
+        time.sleep(0.05)
+        cursor = wall_clock_materialize(cursor)
+        tx.commit()
+    time.sleep(0.05)
+    with engine.begin() as conn:
+        write_batch(conn, interactions_frame_batch(_event("m-wall-after"), "after"), "after")
+    wall_clock_materialize(cursor)
+    online = online_user_texts(open_store(), ["m-wall-late", "m-wall-after"])
+    assert online["m-wall-after"][0] is not None  # the later write went online ...
+    assert online["m-wall-late"][0] is None  # ... the late-committing one never did
+    materialize(open_store())  # freshrec's transaction-horizon cursor picks it up
+    assert online_user_texts(open_store(), ["m-wall-late"])["m-wall-late"][0] is not None

@@ -52,12 +52,21 @@ def test_bootstrap_intervals_cover_the_mean_and_resample_users():
     from freshrec.bench.metrics import bootstrap, ratio_interval
 
     rng = np.random.default_rng(0)
-    users = [f"u{i}" for i in range(300)]
-    frame = pd.DataFrame({"user": users * 2, "week": ["w1"] * 300 + ["w2"] * 300,
-                          "arm": "a", "recall": rng.uniform(0, 1, 600)})
+    # 100 users, 10 weeks each; a user's weeks share that user's level (some users are easy to rank
+    # for, some hard), as in the benchmark: rows of one user are not independent draws.
+    users = np.repeat([f"u{i}" for i in range(100)], 10)
+    level = np.repeat(rng.uniform(0.1, 0.9, 100), 10)
+    frame = pd.DataFrame({"user": users, "week": np.tile([f"w{i}" for i in range(10)], 100), "arm": "a",
+                          "recall": np.clip(level + rng.normal(0, 0.05, 1000), 0, 1)})
     mean, lo, hi = bootstrap(frame, "recall")
     assert lo < mean < hi and mean == pytest.approx(frame["recall"].mean())
-    assert 0.02 < hi - lo < 0.12  # about 4 standard errors of a uniform mean over 300 users
+    # Resampling rows as if independent would claim ~3x the precision the users support.
+    rows = frame["recall"].to_numpy()
+    row_means = [rng.choice(rows, len(rows)).mean() for _ in range(1000)]
+    row_width = np.percentile(row_means, 97.5) - np.percentile(row_means, 2.5)
+    assert hi - lo > 2.5 * row_width
+    # about 4 standard errors of a mean over 100 user levels ~ U(0.1, 0.9) (sd 0.23): ~0.09
+    assert 0.06 < hi - lo < 0.13
     # a constant value has no spread at all
     assert bootstrap(frame.assign(recall=0.5), "recall") == (0.5, 0.5, 0.5)
     # an arm exactly 1.2x another, user by user: the ratio is 1.2 with no doubt

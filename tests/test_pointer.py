@@ -83,3 +83,35 @@ def test_history_cli_shows_every_move(scenario):
         ("promote", 1), ("promote", 2), ("rollback", 1), ("promote", 2), ("promote", 3), ("rollback", 2),
         ("rollback", 1)]
     assert moves[2]["actor"] == "operator" and moves[2]["reason"] == "bad week"
+
+
+def test_two_concurrent_promotions_of_one_version_move_the_pointer_once(scenario):
+    """Both wait on the pointer's lock; the one that follows finds the version already current."""
+    import threading
+    import time
+
+    before = _current()
+    target = 3 if before != 3 else 2
+    outcomes: list[str] = []
+
+    def move():
+        try:
+            promote(get_engine(), target, reason="race")
+            outcomes.append("moved")
+        except VersionError as err:
+            outcomes.append(str(err))
+
+    with get_engine().connect() as holder:
+        tx = holder.begin()
+        holder.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
+        threads = [threading.Thread(target=move) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # both are waiting on the lock now
+        tx.rollback()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["moved", f"version {target} is already current"]
+    with get_engine().connect() as conn:
+        moves = conn.execute(sa.text("SELECT count(*) FROM deployments WHERE reason = 'race'")).scalar()
+    assert moves == 1

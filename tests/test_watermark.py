@@ -93,3 +93,35 @@ def test_a_second_updater_exits_cleanly(module_db):
         finally:
             holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
     assert outcome.status == "locked" and outcome.message == "another update is running"
+
+
+def _insert(conn, key):
+    return conn.execute(sa.text(
+        "INSERT INTO interactions (event_key, user_id, item_id, event_type, event_time) "
+        "VALUES (:k, 'writer', 'writer-item', 'click', now()) RETURNING id"), {"k": key}).scalar()
+
+
+def test_an_id_cursor_loses_a_row_that_commits_late_and_the_xid_cut_does_not(writer_db):
+    """The race exactly: a row takes its id, a later id commits first, a cursor reads, the first commits."""
+    engine = get_engine()
+    with engine.connect() as conn:
+        last_id = conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM interactions")).scalar()
+        xid_from = conn.execute(sa.text("SELECT coalesce(max(xid_to)::text, '0') FROM watermarks")).scalar()
+    first = take_cut(engine, xid_from)  # everything before this test
+    with engine.connect() as late:
+        tx = late.begin()
+        late_id = _insert(late, f"late-{uuid.uuid4().hex}")
+        with engine.begin() as conn:
+            early_id = _insert(conn, f"early-{uuid.uuid4().hex}")
+        assert early_id > late_id
+        with engine.connect() as conn:  # the naive cursor's read: it moves past early_id
+            naive = [r[0] for r in conn.execute(sa.text("SELECT id FROM interactions WHERE id > :i"), {"i": last_id})]
+        during = take_cut(engine, first.xid_to)  # the horizon stops at the open transaction: neither row yet
+        tx.commit()
+    with engine.connect() as conn:
+        naive_later = [r[0] for r in conn.execute(sa.text("SELECT id FROM interactions WHERE id > :i"),
+                                                   {"i": max(naive)})]
+    after = take_cut(engine, during.xid_to)
+    assert early_id in naive and late_id not in naive + naive_later  # the id cursor lost it for good
+    assert late_id not in during.ids and early_id not in during.ids
+    assert {late_id, early_id} <= set(after.ids)  # the xid8 cut read both, once

@@ -24,15 +24,17 @@ FROM (
     SELECT DISTINCT ON (user_id, event_time) user_id, event_time, recent, n_events, n_baskets
     FROM (
         SELECT i.user_id, i.event_time, i.id,
-               array_agg(CASE WHEN i.query IS NULL THEN it.title
-                              ELSE 'searched ' || i.query || ': ' || it.title END) OVER recent_rows AS recent,
+               array_agg(CASE WHEN i.query IS NULL THEN coalesce(t.title, it.title)
+                              ELSE 'searched ' || i.query || ': ' || coalesce(t.title, it.title) END) OVER recent_rows AS recent,
                count(*) OVER (PARTITION BY i.user_id ORDER BY i.event_time, i.id) AS n_events,
                dense_rank() OVER (PARTITION BY i.user_id ORDER BY i.event_time) AS n_baskets
         FROM interactions i
         JOIN _affected_users a ON a.user_id = i.user_id
-        -- the item's title as it read at the event (item_texts keeps every version)
-        JOIN LATERAL (SELECT t.title FROM item_texts t WHERE t.item_id = i.item_id AND t.valid_from <= i.event_time
-                      ORDER BY t.valid_from DESC LIMIT 1) it ON true
+        JOIN items it ON it.item_id = i.item_id
+        -- the item's title as it read at the event (item_texts keeps every version; rows from before
+        -- any version, written around the loaders, fall back to the current title)
+        LEFT JOIN LATERAL (SELECT t.title FROM item_texts t WHERE t.item_id = i.item_id AND t.valid_from <= i.event_time
+                           ORDER BY t.valid_from DESC LIMIT 1) t ON true
         WINDOW recent_rows AS (PARTITION BY i.user_id ORDER BY i.event_time, i.id
                                ROWS BETWEEN {preceding} PRECEDING AND CURRENT ROW)
     ) per_event
