@@ -324,12 +324,13 @@ def test_a_profile_that_changes_at_the_same_timestamp_gets_a_new_user_vector(cli
     from freshrec.models.state_cache import text_hash
 
     with get_engine().connect() as conn:
-        first, second = [r[0] for r in conn.execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 2"))]
+        first, second = [r[0] for r in conn.execute(sa.text(
+            "SELECT item_id FROM items WHERE valid_from < '2011-01-07' ORDER BY item_id LIMIT 2"))]
     store, snap = client.app.state.api.store, client.app.state.api.holder.current
     texts = []
     for key, item in (("basket-a", first), ("basket-b", second)):
         event = {**_event(key, item, event_time="2011-01-07T09:00:00Z"), "user_id": "two-requests"}
-        client.post("/v1/events", json={"events": [event]}, headers=TOKEN)
+        assert client.post("/v1/events", json={"events": [event]}, headers=TOKEN).status_code == 200
         row = online_users(store, ["two-requests"])["two-requests"]
         texts.append((row["user_text"], row["ts"]))
         assert client.get("/v1/users/two-requests/recommendations").json()["strategy"] == "personal"
