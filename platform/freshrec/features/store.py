@@ -183,7 +183,10 @@ def push_user_profiles(store, conn, user_ids: list[str]) -> int:
         pause_point("profile-push")
         online = online_users(store, users)
         stamps = pd.to_datetime(frame["valid_from"], utc=True)
-        newer = [online[u]["ts"] is None or stamp.timestamp() > float(online[u]["ts"]) + 1e-6
+        # Inside the lock the SQL row is the newest there is: write it unless the online one is newer
+        # (a profile can change at the same timestamp: a basket's lines in two requests). Feast hands
+        # back whole seconds.
+        newer = [online[u]["ts"] is None or stamp.timestamp() >= float(online[u]["ts"])
                  for u, stamp in zip(frame["user_id"], stamps)]
         frame = frame[newer]
         if len(frame):
