@@ -103,7 +103,7 @@ def _latencies(engine, sent: list[dict], changes: list[tuple[float, int]]) -> pd
 
 
 def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: float, out_dir: Path, command: str,
-        port: int = 8790, echo=print) -> dict:
+        port: int = 8790, min_gate_baskets: int = 20, echo=print) -> dict:
     started = time.perf_counter()
     base, base_url = get_settings(), database_url()
     tag = f"{os.getpid()}_{int(time.time())}"
@@ -125,7 +125,8 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
     try:
         wait_ready(url, proc=api)
         watcher = spawn(["freshrec", "update", "--watch", "--base-model", base_model, "--min-rows", str(min_rows),
-                          "--max-age", str(max_age), "--poll", "2"], env, out_dir / "freshness-watch.log")
+                          "--max-age", str(max_age), "--poll", "2", "--min-gate-baskets", str(min_gate_baskets)],
+                         env, out_dir / "freshness-watch.log")
         events = timeline.batch(*timeline.weeks[0]).interactions.sort_values("event_time").reset_index(drop=True)
         offset = 0
         for rate in rates:
@@ -158,6 +159,7 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
                 proc.wait(timeout=120)
         dispose(platform, base_url)
     extra = {"model": model, "seconds_per_rate": seconds, "min_rows": min_rows, "max_age": max_age,
+             "min_gate_baskets": min_gate_baskets,
              "wall_s": time.perf_counter() - started, "events": rows}
     json_path, md_path = report.write(out_dir, "freshness", summary, command, None, extra)
     _plot(pd.DataFrame(rows), out_dir / "freshness.png", model)

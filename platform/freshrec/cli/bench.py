@@ -84,6 +84,7 @@ def freshness(
     min_rows: int = typer.Option(500, help="the watcher's --min-rows"),
     max_age: float = typer.Option(20.0, help="the watcher's --max-age (seconds)"),
     port: int = typer.Option(8790, help="port for the API under test"),
+    min_gate_baskets: int = typer.Option(20, help="the watcher's --min-gate-baskets (the gate's evidence)"),
     out: Path = OUT,
 ) -> None:
     """Event-to-served latency: post real events at steady rates to a live API while `update --watch` runs;
@@ -93,7 +94,7 @@ def freshness(
     with user_errors():
         migrated_engine(migrate=True)
         bench_freshness.run(model, [float(r) for r in rates.split(",")], seconds, min_rows, max_age, out, _command(),
-                            port=port, echo=typer.echo)
+                            port=port, min_gate_baskets=min_gate_baskets, echo=typer.echo)
 
 
 @app.command()

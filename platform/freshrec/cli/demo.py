@@ -40,8 +40,12 @@ def _step(name: str, timings: list[dict]) -> Iterator[None]:
     timings.append({"step": name, "seconds": f"{time.perf_counter() - started:.1f}"})
 
 
+QUERY_SHARE = 0.3  # synthetic searches on 30% of the purchases (the data set has no query log)
+DEMO_QUERIES = ("red alarm clock", "childrens cutlery", "tea cup", "alram clock", "lunch ba")
+
+
 def _load(settings, until: date) -> int:
-    batch = online_retail_batch(until=until)
+    batch = online_retail_batch(until=until, queries=QUERY_SHARE)
     with get_engine(settings).begin() as conn:
         summary = write_batch(conn, batch, "bundled", settings.feast.profile_length)
     typer.echo(f"    inserted {summary.interactions_inserted:,} interactions "
@@ -112,6 +116,40 @@ def _show_recommendations(user_id: str, k: int = 8) -> None:
                 for h in hits])
 
 
+def _show_search(queries=DEMO_QUERIES, k: int = 3) -> None:
+    """What /v1/search answers now, and how the current version's search compares with day one's."""
+    import torch
+
+    from freshrec.features import open_store
+    from freshrec.serving.search import SearchService
+    from freshrec.serving.snapshot import load_snapshot
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        version, metrics = conn.execute(sa.text(
+            "SELECT c.version, v.metrics FROM current_version c JOIN model_versions v USING (version)")).one()
+    snap = load_snapshot(engine, version, open_store())
+    service = SearchService(engine, None)
+    service.sync(snap)
+    typer.secho(f"\nsearch (version {version}: full text + query tower, fused, re-ranked):", bold=True)
+    rows = []
+    with engine.connect() as conn, torch.no_grad():
+        for q in queries:
+            hits = service.search(conn, q, k, snap)
+            rows += [{"query": q if n == 0 else "", "item_id": h.item_id, "title": service.title(h.item_id, conn),
+                      "legs": ", ".join(h.legs)} for n, h in enumerate(hits)]
+    echo_table(rows)
+    judged = metrics.get("search", {})
+    if "candidate" in judged:
+        typer.echo("    the gate's search check (reciprocal rank; known items: held-out titles' words; queries: the "
+                   "week's held-out searches):")
+        for part in ("known_items", "queries"):
+            mine, base = judged["candidate"][part], judged["day_one"][part]
+            if mine["queries"]:
+                typer.echo(f"      {part}: version {version} {mine['rr']:.3f}, day one (full text + pre-trained encoder) "
+                           f"{base['rr']:.3f}, over {mine['queries']:,} queries")
+
+
 def demo(
     base_model: str = typer.Option(None, help="local Hugging Face encoder; default: the bundled MiniLM"),
     strategy: str = typer.Option("head", help="head, lora or full"),
@@ -129,6 +167,7 @@ def demo(
     echo_table([{k: v[k] for k in ("version", "parent", "status", "strategy", "rows", "xid_from", "xid_to", "current")}
                 for v in versions])
     _show_recommendations(DEMO_USER)
+    _show_search()
     typer.secho("\nstep timings:", bold=True)
     echo_table(timings)
     typer.echo('\naudit: freshrec lineage 2 --json;  freshrec history;  eval "$(freshrec env)"; '

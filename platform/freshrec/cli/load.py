@@ -42,10 +42,14 @@ def online_retail(
     path: Path = typer.Argument(BUNDLED_ONLINE_RETAIL, help="UCI Online Retail (or II) file, .parquet or .csv"),
     since: datetime = DATE,
     until: datetime = DATE,
+    queries: float = typer.Option(0.0, help="share of purchases given a synthetic search query made from the "
+                                            "item's title (the data set has none): 0.3 puts one on 30%"),
+    query_seed: int = typer.Option(0, help="seed of the synthetic queries"),
 ) -> None:
     """UCI Online Retail purchases (cancellations, anonymous and non-positive rows dropped)."""
     with user_errors():
-        batch = online_retail_batch(path, since.date() if since else None, until.date() if until else None)
+        batch = online_retail_batch(path, since.date() if since else None, until.date() if until else None,
+                                    queries, query_seed)
         write(batch, str(path))
 
 

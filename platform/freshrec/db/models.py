@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
@@ -55,8 +55,14 @@ class User(Base):
     created_at: Mapped[datetime] = _created()
 
 
+# The full-text document of an item: generated in its row, so it is searchable once it commits.
+SEARCH_DOC = ("to_tsvector('english', coalesce(title, '') || ' ' || coalesce(category, '') || ' ' || "
+              "coalesce(description, ''))")
+
+
 class Item(Base):
     __tablename__ = "items"
+    __table_args__ = (sa.Index("ix_items_search_doc", "search_doc", postgresql_using="gin"),)
     item_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     title: Mapped[str] = mapped_column(sa.Text)
     category: Mapped[str | None] = mapped_column(sa.Text)
@@ -66,6 +72,7 @@ class Item(Base):
     valid_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = _created()
     written_xid: Mapped[Any] = _written()
+    search_doc: Mapped[Any] = mapped_column(TSVECTOR, sa.Computed(SEARCH_DOC, persisted=True))
 
 
 class ItemText(Base):
@@ -254,6 +261,22 @@ class ItemEmbedding(Base):
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM))
+
+
+class ItemSearchVector(Base):
+    """The search side's item vector: the pre-trained encoder's embedding of the item's current text.
+
+    Search keeps the base encoder's semantic space on the item side (only the query side fine-tunes),
+    so these vectors belong to no version: written once per item text, when the item is committed,
+    and at the encoder's own width (hence no fixed dimension here).
+    """
+
+    __tablename__ = "item_search_vectors"
+    encoder: Mapped[str] = mapped_column(sa.Text, primary_key=True)  # the base encoder's digest
+    item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)
+    text_sha256: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    embedding: Mapped[Any] = mapped_column(Vector())
+    written_xid: Mapped[Any] = _written()
 
 
 class Deployment(Base):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from freshrec.ingest.batch import Batch
+from freshrec.ingest.synthetic_queries import add_queries
 from freshrec.ingest.validate import Column, InputError, parse_frame, read_table
 
 BUNDLED = Path(__file__).resolve().parents[1] / "datasets" / "online_retail.parquet"
@@ -77,8 +78,15 @@ def _items(purchases: pd.DataFrame) -> pd.DataFrame:
     return items.rename_axis("item_id").reset_index()
 
 
-def load_batch(path: Path = BUNDLED, since: date | None = None, until: date | None = None) -> Batch:
-    """The purchases with ``since <= day <= until``, and the users and items they touch."""
+def load_batch(path: Path = BUNDLED, since: date | None = None, until: date | None = None,
+               queries: float = 0.0, query_seed: int = 0) -> Batch:
+    """The purchases with ``since <= day <= until``, and the users and items they touch.
+
+    ``queries``: the share of purchase rows given a synthetic search query (made from the bought
+    item's title, ``ingest.synthetic_queries``): the data set has no query log of its own.
+    """
+    if not 0 <= queries <= 1:
+        raise InputError(str(path), "--queries", f"{queries} is not a share between 0 and 1")
     if since and until and since > until:
         raise InputError(str(path), "--since", f"{since} is after --until {until}")
     purchases, rows_read = read_purchases(path)
@@ -105,6 +113,8 @@ def load_batch(path: Path = BUNDLED, since: date | None = None, until: date | No
             "query": None,
         }
     )
+    if queries:
+        interactions = add_queries(interactions, dict(zip(items["item_id"], items["title"])), queries, query_seed)
     users = rows.groupby("CustomerID")["Country"].last().rename_axis("user_id").reset_index()
     users = users.rename(columns={"Country": "country"})
     return Batch(

@@ -15,26 +15,38 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
 
 
-class TwoTower(nn.Module):
-    """score(user, item) = sigmoid(scale * cos(P_u e(user), P_i e(item)) + bias).
+class MeanPooled(nn.Module):
+    """A transformers encoder read as one vector per text: the mean of its token states.
 
-    Both towers share one encoder; each has its own projection. The user tower also embeds
-    search queries, so search and recommendations rank against the same item index.
+    Normalised, that is the pre-trained sentence embedding (MiniLM's own pooling): the search side's
+    item vectors and its day-one query vectors.
     """
 
-    def __init__(self, encoder: nn.Module, dim: int):
+    def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
-        hidden = encoder.config.hidden_size
-        self.user_proj = nn.Linear(hidden, dim)
-        self.item_proj = nn.Linear(hidden, dim)
-        self.log_scale = nn.Parameter(torch.tensor(2.3))  # exp(2.3) ~ 10: a cosine needs room to separate
-        self.bias = nn.Parameter(torch.tensor(0.0))
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The encoder's mean-pooled output: the cache key of the `head` strategy."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return mean_pool(out.last_hidden_state, attention_mask)
+
+
+class TwoTower(MeanPooled):
+    """score(user, item) = sigmoid(scale * cos(P_u e(user), P_i e(item)) + bias).
+
+    Both towers share one encoder; each has its own projection. They rank for recommendations;
+    search has a pipeline of its own (``freshrec.search``), which keeps the encoder's pre-trained
+    space instead of these projections.
+    """
+
+    def __init__(self, encoder: nn.Module, dim: int):
+        super().__init__(encoder)
+        hidden = encoder.config.hidden_size
+        self.user_proj = nn.Linear(hidden, dim)
+        self.item_proj = nn.Linear(hidden, dim)
+        self.log_scale = nn.Parameter(torch.tensor(2.3))  # exp(2.3) ~ 10: a cosine needs room to separate
+        self.bias = nn.Parameter(torch.tensor(0.0))
 
     def project_users(self, pooled: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.user_proj(pooled), dim=-1)

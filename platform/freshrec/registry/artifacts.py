@@ -25,11 +25,15 @@ from safetensors.torch import save as save_safetensors
 from freshrec.ranking.candidates import FEATURES, CandidateConfig
 from freshrec.models.base import base_digest, load_encoder, load_tokenizer, resolve
 from freshrec.models.towers import TwoTower
+from freshrec.models.query_adapter import QueryAdapter
 from freshrec.models.ranker import Ranker
+from freshrec.search.pipeline import SearchConfig
 
 WEIGHTS = "model.safetensors"
 RANKER_WEIGHTS = "ranker.safetensors"
 RANKER_SPEC = "ranker.json"
+SEARCH_WEIGHTS = "search.safetensors"
+SEARCH_SPEC = "search.json"
 
 
 class TamperedArtifact(RuntimeError):
@@ -47,6 +51,8 @@ class LoadedVersion:
     manifest: dict
     ranker: Ranker | None = None  # None for versions made before freshrec had a ranker
     candidates: CandidateConfig | None = None
+    search: tuple[QueryAdapter, SearchConfig] | None = None  # None: made before search had its own side
+    encoder_is_base: bool = True  # no version of the chain changed the encoder (all head)
 
 
 def new_uri(root: str) -> str:
@@ -86,8 +92,15 @@ def _ranker_files(ranker: Ranker, candidates: CandidateConfig) -> dict[str, byte
             RANKER_SPEC: json.dumps(spec, indent=2).encode()}
 
 
+def _search_files(adapter: QueryAdapter, config: SearchConfig) -> dict[str, bytes]:
+    spec = {"dim": adapter.dim, "config": config.to_dict()}
+    return {SEARCH_WEIGHTS: save_safetensors({k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}),
+            SEARCH_SPEC: json.dumps(spec, indent=2).encode()}
+
+
 def write(uri: str, model: TwoTower, tokenizer, manifest: dict, metrics: dict, encoder_state: dict,
-          ranker: Ranker | None = None, candidates: CandidateConfig | None = None) -> str:
+          ranker: Ranker | None = None, candidates: CandidateConfig | None = None,
+          search: tuple[QueryAdapter, SearchConfig] | None = None) -> str:
     """Write the directory and return its sha256."""
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(path, exist_ok=True)
@@ -99,6 +112,10 @@ def write(uri: str, model: TwoTower, tokenizer, manifest: dict, metrics: dict, e
         files.update(ranker_files)
         manifest = {**manifest, "ranker": {"files": {n: _sha256(b) for n, b in ranker_files.items()},
                                            "features": list(ranker.feature_names)}}
+    if search is not None:
+        search_files = _search_files(*search)
+        files.update(search_files)
+        manifest = {**manifest, "search": {"files": {n: _sha256(b) for n, b in search_files.items()}}}
     files["manifest.json"] = json.dumps(manifest, indent=2, default=str).encode()
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
@@ -140,13 +157,28 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         raise IncompatibleArtifact(f"{what}: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
+def _checked(files: dict[str, bytes], recorded: dict) -> None:
+    for name, sha in recorded["files"].items():
+        if _sha256(files[name]) != sha:
+            raise TamperedArtifact(f"{name}: sha256 does not match the manifest's {sha[:12]}…")
+
+
+def _load_search(files: dict[str, bytes], manifest: dict) -> tuple[QueryAdapter, SearchConfig] | None:
+    recorded = manifest.get("search")
+    if recorded is None:
+        return None
+    _checked(files, recorded)
+    spec = json.loads(files[SEARCH_SPEC])
+    adapter = QueryAdapter(spec["dim"])
+    _load_strict(adapter, load_safetensors(files[SEARCH_WEIGHTS]), "search adapter")
+    return adapter.eval(), SearchConfig(**spec["config"])
+
+
 def _load_ranker(files: dict[str, bytes], manifest: dict) -> tuple[Ranker | None, CandidateConfig | None]:
     recorded = manifest.get("ranker")
     if recorded is None:
         return None, None
-    for name, sha in recorded["files"].items():
-        if _sha256(files[name]) != sha:
-            raise TamperedArtifact(f"{name}: sha256 does not match the manifest's {sha[:12]}…")
+    _checked(files, recorded)
     spec = json.loads(files[RANKER_SPEC])
     # A version keeps its own feature list: it serves on after an upgrade adds features (it picks its
     # own columns by name). Only a feature this code no longer computes makes it unservable.
@@ -169,7 +201,7 @@ def _check_base(base: Path, manifest: dict, uri: str) -> None:
 
 def load_version(chain: list[tuple[str, str]], dim: int) -> LoadedVersion:
     """The newest version of ``chain`` (oldest first: (uri, sha256) pairs), every artifact verified."""
-    encoder, files, manifest = None, {}, {}
+    encoder, files, manifest, changed = None, {}, {}, False
     for uri, sha in chain:
         files = _verified(uri, sha)
         manifest = json.loads(files["manifest.json"])
@@ -178,6 +210,7 @@ def load_version(chain: list[tuple[str, str]], dim: int) -> LoadedVersion:
             _check_base(base, manifest, uri)
             encoder = load_encoder(base)
         kind = manifest["encoder"]["kind"]
+        changed |= kind in ("full", "lora")
         if kind == "full":
             _load_strict(encoder, _section(files, "encoder."), f"{uri} encoder", allow_missing="pooler.")
         elif kind == "lora":
@@ -191,7 +224,7 @@ def load_version(chain: list[tuple[str, str]], dim: int) -> LoadedVersion:
                 Path(tmp, name).write_bytes(data)
         tokenizer = load_tokenizer(Path(f"{tmp}/tokenizer"))
     ranker, candidates = _load_ranker(files, manifest)
-    return LoadedVersion(model, tokenizer, manifest, ranker, candidates)
+    return LoadedVersion(model, tokenizer, manifest, ranker, candidates, _load_search(files, manifest), not changed)
 
 
 def load_chain(lineage: list[dict], dim: int) -> LoadedVersion:

@@ -18,6 +18,7 @@ from freshrec.db import database_url, get_engine
 from freshrec.serving.deps import ApiState, api_state, is_admin
 from freshrec.serving.metrics import ApiMetrics
 from freshrec.serving.routes import events, models, ranking
+from freshrec.serving.search import SearchService
 from freshrec.serving.watcher import PointerWatcher, SnapshotHolder
 
 log = logging.getLogger("freshrec.serving")
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
     engine = get_engine(settings)
     holder = SnapshotHolder(engine, on_swap=lambda s: metrics.swaps.inc(),
                             on_failure=lambda v, err: metrics.refusals.labels(type(err).__name__).inc())
-    state = ApiState(settings, engine, holder, metrics)
+    state = ApiState(settings, engine, holder, metrics, SearchService(engine, settings.base_model))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -37,7 +38,9 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
 
         state.store = holder.store = open_store(settings)
         holder.sync()
-        watcher = PointerWatcher(holder, database_url(settings), settings.serving.poll_seconds) if watch else None
+        state.search.sync(holder.current)  # day one too: full text and the pre-trained encoder
+        watcher = PointerWatcher(holder, database_url(settings), settings.serving.poll_seconds,
+                                 also=lambda: state.search.sync(holder.current)) if watch else None
         if watcher:
             watcher.start()
         yield
@@ -77,10 +80,13 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
         except sa.exc.SQLAlchemyError:
             database = False
         current = state.holder.current
-        ready = database and current is not None
+        # Ready once search can answer: from day one (no version yet), full text and the pre-trained
+        # encoder do; recommendations are popular items until the first version is published.
+        ready = database and state.search.ready
         response.status_code = 200 if ready else 503
         refused = state.holder.refused if admin else {v: why.split(":")[0] for v, why in state.holder.refused.items()}
         return {"ready": ready, "database": database, "version": current.version if current else None,
+                "search": f"version {current.version}" if current else "day one: full text and the pre-trained encoder",
                 "refused": refused}
 
     @app.get("/metrics", tags=["health"], response_class=Response)

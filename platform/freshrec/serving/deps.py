@@ -22,6 +22,7 @@ class ApiState:
     engine: Engine
     holder: SnapshotHolder
     metrics: ApiMetrics
+    search: object = None  # serving.search.SearchService: day one's search, and every version's
     store: object = None  # feast.FeatureStore, opened in the lifespan (importing feast takes seconds)
 
 
@@ -35,6 +36,17 @@ def snapshot(state: ApiState = Depends(api_state)) -> Snapshot:
     if current is None:
         raise HTTPException(503, "no model version is serving yet: run `freshrec update`")
     return current
+
+
+def snapshot_or_none(state: ApiState = Depends(api_state)) -> Snapshot | None:
+    """The serving snapshot, or None on day one (no version yet): search still answers."""
+    return state.holder.current
+
+
+def search_service(state: ApiState = Depends(api_state)):
+    if not state.search.ready:
+        raise HTTPException(503, "search is starting: the item vectors are not loaded yet")
+    return state.search
 
 
 def _matches(authorization: str | None, secret) -> bool:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import torch
 from sqlalchemy.engine import Engine
 
-from freshrec.db.vectors import from_literal
+from freshrec.db.vectors import read_vectors
 from freshrec.ranking import inputs
 from freshrec.ranking.candidates import CandidateConfig, DayState
 from freshrec.ranking.copurchase import Neighbours
@@ -56,6 +56,7 @@ class Snapshot:
     item_ids: np.ndarray  # the index's order: item row i is item_ids[i]
     titles: list[str]
     store: object  # Feast, for the online per-item aggregates
+    loaded: artifacts.LoadedVersion | None = None  # its manifest (base model) and search side
     row_of: dict[str, int] = field(init=False)
     item_index: pd.Index = field(init=False)  # item id -> row, built once (not per request)
     # sha256 of a profile text -> its user vector. Keyed by the text itself: a profile that changes at
@@ -181,7 +182,7 @@ class Snapshot:
 
 
 _ITEMS_SQL = """
-SELECT e.item_id, i.title, e.embedding::text AS embedding
+SELECT e.item_id, i.title, e.embedding
 FROM item_embeddings e JOIN items i USING (item_id) WHERE e.version = :v ORDER BY e.item_id"""
 
 
@@ -196,12 +197,11 @@ def load_snapshot(engine: Engine, version: int, store, dim: int = 128) -> Snapsh
     with engine.connect() as conn:
         lineage = chain(conn, version)
         created_at = conn.execute(sa.text("SELECT created_at FROM model_versions WHERE version = :v"), {"v": version}).scalar()
-        items = conn.execute(sa.text(_ITEMS_SQL), {"v": version}).all()
+        items, vecs = read_vectors(conn, _ITEMS_SQL, {"v": version})  # exactly what was published
     loaded = artifacts.load_chain(lineage, dim)
-    item_ids = np.array([r.item_id for r in items], dtype=object)
-    vecs = np.array([from_literal(r.embedding) for r in items], dtype=np.float32)  # exactly what was published
+    item_ids = np.array([r[0] for r in items], dtype=object)
     params = lineage[-1]["params"]
-    return assemble(engine, store, loaded, item_ids, [r.title for r in items], vecs, lineage[-1]["xid_to"],
+    return assemble(engine, store, loaded, item_ids, [r[1] for r in items], vecs, lineage[-1]["xid_to"],
                     version=version, created_at=created_at, sha256=lineage[-1]["artifact_sha256"],
                     max_user_tokens=int(params.get("max_user_tokens", 128)))
 
@@ -216,4 +216,4 @@ def assemble(engine: Engine, store, loaded: artifacts.LoadedVersion, item_ids: n
     index = TowerIndex(item_vecs, float(model.log_scale.detach().exp()), float(model.bias.detach()))
     ranking = RankingModel(encoder, index, loaded.ranker, loaded.candidates or CandidateConfig(), max_user_tokens)
     return Snapshot(version, created_at, sha256, ranking, _consumed_copurchase(engine, xid_to, item_ids), item_ids,
-                    titles, store)
+                    titles, store, loaded)

@@ -58,9 +58,13 @@ class SnapshotHolder:
 
 
 class PointerWatcher(threading.Thread):
-    def __init__(self, holder: SnapshotHolder, database_url: str, poll_seconds: float):
+    """Swaps versions on the pointer's moves; ``also`` runs on every wake-up too (the search side
+    catching up with the catalog)."""
+
+    def __init__(self, holder: SnapshotHolder, database_url: str, poll_seconds: float, also=None):
         super().__init__(name="freshrec-pointer-watcher", daemon=True)
         self.holder, self.url, self.poll_seconds = holder, database_url, poll_seconds
+        self.also = also or (lambda: None)
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -74,6 +78,7 @@ class PointerWatcher(threading.Thread):
                         for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
                             pass
                         self.holder.sync()
+                        self.also()
             except Exception as err:  # noqa: BLE001 - a lost connection must not end the watcher
                 log.warning("pointer watcher: %s; retrying", err)
                 self.stopping.wait(self.poll_seconds)

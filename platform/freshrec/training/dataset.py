@@ -34,33 +34,38 @@ def sample_seed(seed: int, cut: Cut) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-_ID_RANGE = "SELECT min(id), max(id) FROM interactions WHERE ingest_xid < CAST(:xid AS xid8)"
-_PRESENT = "SELECT id FROM interactions WHERE id = ANY(:ids) AND ingest_xid < CAST(:xid AS xid8)"
+_ID_RANGE = "SELECT min(id), max(id) FROM interactions WHERE ingest_xid < CAST(:xid AS xid8) AND {where}"
+_PRESENT = "SELECT id FROM interactions WHERE id = ANY(:ids) AND ingest_xid < CAST(:xid AS xid8) AND {where}"
 
 
-def older_ids(engine: Engine, xid_from: str, n: int, seed: int) -> list[int]:
-    """A uniform sample of ``n`` ids of rows consumed before ``xid_from``, by random id probes.
+def older_ids(engine: Engine, xid_from: str, n: int, seed: int, where: str = "true") -> list[int]:
+    """A uniform sample of ``n`` ids of rows consumed before ``xid_from`` (and matching ``where``, a
+    fixed SQL condition), by random id probes.
 
-    Ids are drawn at random between the smallest and largest consumed id and kept where a row is
-    there: index lookups, so the cost follows the sample, not the history (an ``ORDER BY random()``
-    would sort every row ever consumed).
+    Ids are drawn at random between the smallest and largest such id and kept where such a row is:
+    index lookups, so the cost follows the sample, not the history (an ``ORDER BY random()`` would
+    sort every row ever consumed). Each round draws as many as the last round's hit rate says it needs.
     """
     if n <= 0:
         return []
     rng = np.random.default_rng(seed)
     with engine.connect() as conn:
-        lo, hi = conn.execute(sa.text(_ID_RANGE), {"xid": xid_from}).one()
+        lo, hi = conn.execute(sa.text(_ID_RANGE.format(where=where)), {"xid": xid_from}).one()
         if lo is None:
             return []
         found: list[int] = []
-        span = hi - lo + 1
-        for _ in range(8):  # ids have holes (aborted inserts, erased rows): draw again for what is missing
+        tried: set[int] = set()
+        span, rate = hi - lo + 1, 1.0
+        for _ in range(12):  # ids have holes (aborted inserts, erased rows, rows not matching): draw again
             want = n - len(found)
-            if want <= 0 or len(found) >= span:
+            if want <= 0 or len(tried) >= span:
                 break
-            probes = np.unique(rng.integers(lo, hi + 1, size=min(span, 2 * want + 16)))
-            probes = probes[~np.isin(probes, found)]
-            present = [r[0] for r in conn.execute(sa.text(_PRESENT), {"ids": probes.tolist(), "xid": xid_from})]
+            probes = np.unique(rng.integers(lo, hi + 1, size=min(span, int(1.5 * want / rate) + 16)))
+            probes = probes[~np.isin(probes, list(tried))] if tried else probes
+            tried.update(probes.tolist())
+            present = [r[0] for r in conn.execute(sa.text(_PRESENT.format(where=where)),
+                                                   {"ids": probes.tolist(), "xid": xid_from})]
+            rate = max(len(present) / max(len(probes), 1), 0.01)
             found += [int(i) for i in rng.permutation(present)[:want]]
     return found
 

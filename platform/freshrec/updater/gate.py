@@ -114,3 +114,40 @@ def decide(scores: dict, gate: GateArguments) -> Verdict:
         if candidate[s]["recall"] < anchor:
             return Verdict("failed", f"failed: {s} recall {candidate[s]['recall']:.4f} < P-TopFreq's {anchor:.4f}")
     return Verdict("passed", "passed")
+
+
+SEARCH_SLICES = ("queries", "known_items")
+SEARCH_METRICS = ("rr", "hit")
+
+
+def decide_search(scores: dict, gate: GateArguments) -> Verdict:
+    """Search's verdict: on each slice with enough queries, the candidate's reciprocal rank and hit@10
+    trail neither its parent's nor the day-one pipeline's (full text and the pre-trained encoder) by
+    more than ``tolerance``: forgetting the language is caught where search uses it."""
+    if not gate.enabled:
+        return Verdict("skipped", "skipped (--no-gate)")
+    candidate, judged = scores["candidate"], []
+    for s in SEARCH_SLICES:
+        if candidate[s]["queries"] < gate.min_baskets:
+            continue  # too few held-out query events to judge on: the known-item set still is
+        judged.append(s)
+        for name in ("parent", "day_one"):
+            ref = scores.get(name)
+            if ref is None:
+                continue
+            for m in SEARCH_METRICS:
+                floor = ref[s][m] * (1 - gate.tolerance)
+                if candidate[s][m] < floor:
+                    return Verdict("failed", f"failed: search {s} {m} {candidate[s][m]:.4f} < {floor:.4f} "
+                                             f"({name} {ref[s][m]:.4f} - {gate.tolerance:.0%})")
+    if not judged:
+        return Verdict("skipped", "skipped (no slice with enough queries)")
+    return Verdict("passed", f"passed ({', '.join(judged)})")
+
+
+def combined(recommendations: Verdict, search: Verdict) -> Verdict:
+    """One version, one verdict: it serves only if neither side failed."""
+    for verdict in (recommendations, search):
+        if verdict.status in ("failed", "deferred"):
+            return verdict
+    return recommendations

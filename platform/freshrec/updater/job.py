@@ -29,10 +29,13 @@ from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.training.distributed import World, join
 from freshrec.training.examples import TrainingData
 from freshrec.training.ranker import RankerArguments
+from freshrec.training.search import SearchArguments
+from freshrec.search.pipeline import SearchConfig
 from freshrec.training.train import fine_tune, wrap_lora
 from freshrec.training.watermark import parent_horizon, take_cut
 from freshrec.updater import gate as gating
 from freshrec.updater import runs
+from freshrec.updater import search_stage
 from freshrec.updater.freshness import UPDATE_LOCK
 from freshrec.updater.stages import (
     Trained,
@@ -56,6 +59,15 @@ class UpdateOutcome:
 
 
 @dataclass
+class _Parts:
+    """The arguments of everything beside the towers."""
+
+    ranker: RankerArguments
+    candidates: CandidateConfig
+    search: SearchArguments
+
+
+@dataclass
 class _Plan:
     """What rank 0 hands the other ranks under torchrun: where to start, and what to train on."""
 
@@ -66,20 +78,22 @@ class _Plan:
 
 def run_update(args: TrainingArguments, gate: GateArguments, base_model: str | None = None,
                settings: Settings | None = None, ranker_args: RankerArguments | None = None,
-               candidates: CandidateConfig | None = None, trigger: str = "cli") -> UpdateOutcome:
+               candidates: CandidateConfig | None = None, trigger: str = "cli",
+               search_args: SearchArguments | None = None) -> UpdateOutcome:
     """One update; ``trigger`` (cli, watch, bench) is recorded with the run in ``update_runs``."""
     settings = settings or get_settings()
     world = join(args.device)
     try:
         if world.is_main:
-            return _lead(world, args, gate, ranker_args or RankerArguments(seed=args.seed), candidates or CandidateConfig(),
-                         base_model or settings.base_model, settings, trigger)
+            parts = _Parts(ranker_args or RankerArguments(seed=args.seed), candidates or CandidateConfig(),
+                           search_args or SearchArguments(seed=args.seed))
+            return _lead(world, args, gate, parts, base_model or settings.base_model, settings, trigger)
         return _follow(world, args, settings)
     finally:
         world.close()
 
 
-def _lead(world: World, args, gate, ranker_args, candidates, base_model, settings, trigger) -> UpdateOutcome:
+def _lead(world: World, args, gate, parts: _Parts, base_model, settings, trigger) -> UpdateOutcome:
     engine = get_engine(settings)
     with runs.recorded(engine, trigger) as run:
         # Autocommit: the lock lives in the session, and no open transaction holds back the xmin horizon.
@@ -90,7 +104,7 @@ def _lead(world: World, args, gate, ranker_args, candidates, base_model, setting
             else:
                 try:
                     run.abandon_others()
-                    outcome = _update_locked(world, engine, args, gate, ranker_args, candidates, base_model, settings)
+                    outcome = _update_locked(world, engine, args, gate, parts, base_model, settings)
                 finally:
                     lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": UPDATE_LOCK})
         run.finish(outcome.status, outcome.version, outcome.metrics.get("rows_new"), outcome.message)
@@ -127,7 +141,8 @@ def _report_horizon(engine) -> None:
             "started wait for it to end. idle_in_transaction_session_timeout bounds this.")
 
 
-def _update_locked(world: World, engine, args, gate, ranker_args, candidates, base_model, settings) -> UpdateOutcome:
+def _update_locked(world: World, engine, args, gate, parts: _Parts, base_model, settings) -> UpdateOutcome:
+    ranker_args, candidates = parts.ranker, parts.candidates
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with engine.connect() as conn:
@@ -168,26 +183,35 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
     timings.update(trained.timings)
     if args.strategy == "head":
         timings["warm_profiles_s"] = _warm_profiles(engine, trained, cut, args)
+    t = time.perf_counter()
+    search = _train_search(engine, start, trained, cut, data.seed, args, parts.search)
+    timings["search_s"] = time.perf_counter() - t
 
     t3 = time.perf_counter()
     scores = _judge(engine, trained, slices, gate, parent, args)
-    verdict = gating.decide(scores, gate)
+    scores["search"] = search.judge(engine, cut)
+    verdicts = {"recommendations": gating.decide(scores, gate), "search": gating.decide_search(scores["search"], gate)}
+    verdict = gating.combined(verdicts["recommendations"], verdicts["search"])
     timings["evaluate_s"] = time.perf_counter() - t3
-    log.info(f"gate: {verdict.reason}")
+    log.info(f"gate: recommendations {verdicts['recommendations'].reason}; search {verdicts['search'].reason}")
     if verdict.status == "deferred":  # baskets that bought nothing did not count: too few were left
         return UpdateOutcome("deferred", message=f"{verdict.reason}; no version made", metrics={"rows_new": data.rows_new})
 
     metrics = _metrics(trained, data, scores, verdict, gate)
+    metrics["search"] = {**scores.pop("search"), "train": search.info(), "gate": verdicts["search"].status,
+                         "gate_reason": verdicts["search"].reason}
+    metrics["recommendations_gate_reason"] = verdicts["recommendations"].reason
     manifest = {"parent": parent, "base_model": start.base_path, "base_model_sha256": start.base_sha256,
                 "strategy": args.strategy,
                 "encoder": trained.encoder_meta,
                 "watermark": {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count},
                 "feature_refs": FEATURE_REFS, "feast_project": settings.feast.project,
                 "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
+                "search_params": parts.search.to_dict(),
                 "gate": gate.__dict__, "sample_seed": data.seed, "code_version": code_version()}
     uri = artifacts.new_uri(root)
     sha = artifacts.write(uri, trained.model, trained.tokenizer, manifest, metrics, trained.encoder_state,
-                          trained.candidate.ranker, candidates)
+                          trained.candidate.ranker, candidates, (search.adapter, search.config))
     crash_point("artifact-written")
     timings["total_s"] = time.perf_counter() - t0
     version, status = publish(
@@ -195,7 +219,7 @@ def _update_locked(world: World, engine, args, gate, ranker_args, candidates, ba
         NewVersion(parent_version=parent, status="promoted" if verdict.promote else "rejected", strategy=args.strategy,
                    base_model=start.base_path, artifact_uri=uri, artifact_sha256=sha,
                    params={**args.to_dict(), "ranker": ranker_args.to_dict(), "candidates": candidates.__dict__,
-                           "gate": gate.__dict__, "sample_seed": data.seed},
+                           "search": parts.search.to_dict(), "gate": gate.__dict__, "sample_seed": data.seed},
                    metrics=metrics, feast_project=settings.feast.project, feature_refs=FEATURE_REFS,
                    code_version=manifest["code_version"],
                    device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
@@ -232,6 +256,47 @@ def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> fl
     encoder.stats.hits += serving.stats.hits
     encoder.stats.encoded += serving.stats.encoded
     return time.perf_counter() - started
+
+
+@dataclass
+class _SearchOutcome:
+    """The search side of one update: its adapter trained, and what it needs to be judged."""
+
+    side: search_stage.SearchSide
+    adapter: object
+    parent: object
+    first: bool
+    config: SearchConfig
+    pairs: search_stage.QueryPairs
+    fit: object
+
+    def judge(self, engine, cut) -> dict:
+        adapters = {"candidate": self.adapter, "day_one": None, **({} if self.first else {"parent": self.parent})}
+        popularity = search_stage.popularity_at(engine, self.side, cut.event_time_max)
+        return search_stage.judge_search(engine, self.side, adapters, self.pairs.gate, popularity)
+
+    def info(self) -> dict:
+        return {"query_events": self.pairs.new, "replayed": self.pairs.replay, "known_item_pairs_excluded":
+                self.pairs.excluded, "train_pairs": len(self.pairs.train), "valid_pairs": len(self.pairs.valid),
+                "gate_pairs": len(self.pairs.gate), "epochs": self.fit.epochs, "valid_losses": self.fit.valid_losses,
+                "seconds": self.fit.seconds}
+
+
+def _train_search(engine, start, trained: Trained, cut, seed: int, args: TrainingArguments,
+                  search_args: SearchArguments) -> _SearchOutcome:
+    """The query adapter from the parent's (or from the pre-trained encoder) on the cut's query events.
+
+    A ``head`` chain's encoder is its base encoder, unchanged: it serves as the search side's too.
+    """
+    unchanged = args.strategy == "head" and (start.loaded is None or start.loaded.encoder_is_base)
+    encoder = start.model.encoder if unchanged else None
+    side = search_stage.base_side(engine, start.base_path, trained.device, encoder, start.tokenizer)
+    pairs = search_stage.query_pairs(engine, cut, side, seed, search_args, args.holdout_fraction)
+    parent = start.loaded.search[0] if start.loaded is not None and start.loaded.search else None
+    adapter, fit = search_stage.train_search(side, parent, pairs, search_args)
+    log.info(f"search: {len(pairs.train):,} query pairs ({pairs.new:,} new, {pairs.replay:,} replayed, "
+             f"{pairs.excluded:,} known-item pairs left out), {fit.epochs} epochs")
+    return _SearchOutcome(side, adapter, parent, start.parent is None, SearchConfig(), pairs, fit)
 
 
 def _best_promoted(engine, exclude: int | None) -> int | None:

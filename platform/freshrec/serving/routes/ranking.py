@@ -1,4 +1,5 @@
-"""Recommendations, search and similar items: every answer names the version that ranked it."""
+"""Recommendations, search and similar items: every answer names the version that ranked it
+(``version`` null: no trained version was involved, as on day one, before the first update)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -9,12 +10,22 @@ from pydantic import BaseModel, Field
 
 from freshrec.config import Settings
 from freshrec.features import online_users
+from freshrec.ranking import inputs
 from freshrec.ranking.candidates import SOURCES
-from freshrec.serving.deps import NO_NUL, ApiState, api_state, reads_guard, require_user_read, search_guard, snapshot
-from freshrec.serving.snapshot import Snapshot
+from freshrec.search.pipeline import LEGS
+from freshrec.serving.deps import (
+    NO_NUL,
+    ApiState,
+    api_state,
+    reads_guard,
+    require_user_read,
+    search_guard,
+    search_service,
+    snapshot_or_none,
+)
+from freshrec.serving.snapshot import Hit, Snapshot
 
-QUERY_WEIGHT = 0.7  # personalised search: 70% the query, 30% the user's profile
-Source = Literal[SOURCES]  # type: ignore[valid-type]
+Source = Literal[SOURCES + LEGS]  # type: ignore[valid-type]
 
 
 class ItemOut(BaseModel):
@@ -22,24 +33,31 @@ class ItemOut(BaseModel):
     title: str
     score: float
     sources: list[Source] = Field(default_factory=list,
-                                  description="the candidate sources that proposed it (recommendations only)")
+                                  description="what proposed it: candidate sources (recommendations) or search legs")
 
 
 class Ranked(BaseModel):
-    version: int
+    version: int | None = Field(description="the model version that ranked the items; null when none did: day one, "
+                                             "before the first `freshrec update` (search from full text and the "
+                                             "pre-trained encoder, popular items for recommendations)")
     strategy: Literal["personal", "popular", "search", "personal-search", "similar"]
     items: list[ItemOut]
 
 
-def _user(state: ApiState, snap: Snapshot, user_id: str) -> np.ndarray | None:
-    """The user's tower output, from the Feast online profile; None for a user with no history."""
-    row = online_users(state.store, [user_id])[user_id]
-    return snap.user_vectors([row["user_text"]])[0] if row["user_text"] else None
-
-
-def _ranked(snap: Snapshot, strategy: str, hits) -> Ranked:
-    return Ranked(version=snap.version, strategy=strategy,
+def _ranked(version: int | None, strategy: str, hits) -> Ranked:
+    return Ranked(version=version, strategy=strategy,
                   items=[ItemOut(item_id=h.item_id, title=h.title, score=h.score, sources=list(h.sources)) for h in hits])
+
+
+def _popular(state: ApiState, snap: Snapshot | None, k: int) -> Ranked:
+    if snap is not None:
+        return _ranked(snap.version, "popular", snap.popular_hits(k))
+    if not state.search.ready:
+        raise HTTPException(503, "no model version is serving yet: run `freshrec update`")
+    popularity = state.search.popularity(None)
+    best = sorted(popularity, key=lambda i: (-popularity[i], i))[:k]
+    titles = state.search.side.items
+    return _ranked(None, "popular", [Hit(i, titles.titles[titles.row_of[i]], 0.0, ("popular",)) for i in best])
 
 
 def router(settings: Settings) -> APIRouter:
@@ -50,39 +68,64 @@ def router(settings: Settings) -> APIRouter:
     @api.get("/users/{user_id}/recommendations", response_model=Ranked, dependencies=[Depends(require_user_read)],
              responses={401: {"description": "a per-user read: the read token (outside development)"}})
     def recommendations(user_id: str = Path(max_length=200, pattern=NO_NUL), k: int = K,
-                        state: ApiState = Depends(api_state), snap: Snapshot = Depends(snapshot)) -> Ranked:
-        """Items for a user: candidates from their own history, the text towers, co-purchase and popularity,
-        ordered by the version's ranker; each item names the sources that proposed it. Profile and
-        per-user and per-item features come from Feast's online store, the user's rows from PostgreSQL.
-        A user with no history gets the most popular items of the last 4 weeks (strategy `popular`)."""
+                        state: ApiState = Depends(api_state), snap: Snapshot | None = Depends(snapshot_or_none)) -> Ranked:
+        """Items for a user: candidates from their own history, the text towers, co-purchase, what they browsed
+        and popularity, ordered by the version's ranker; each item names the sources that proposed it.
+        Profile and per-user and per-item features come from Feast's online store, the user's rows from
+        PostgreSQL. A user with no history gets the most popular items of the last 4 weeks (strategy
+        `popular`), and so does everyone before the first version (`version` null)."""
+        if snap is None:
+            return _popular(state, None, k)
         with state.engine.connect() as conn:
             ranked = snap.recommend(conn, online_users(state.store, [user_id]), k)[user_id]
         if ranked is None:
-            return _ranked(snap, "popular", snap.popular_hits(k))
-        return _ranked(snap, "personal", ranked)
+            return _popular(state, snap, k)
+        return _ranked(snap.version, "personal", ranked)
 
     @api.get("/search", response_model=Ranked, dependencies=[Depends(search_guard)],
              responses={401: {"description": "with user_id, a per-user read: the read token"}})
     def search(q: str = Query(min_length=1, max_length=limits.max_text_chars, pattern=NO_NUL,
                               description=f"search text, at most {limits.max_text_chars} characters"),
                k: int = K, user_id: str | None = Query(None, max_length=200, pattern=NO_NUL,
-                                                      description="personalise for this user"),
-               state: ApiState = Depends(api_state), snap: Snapshot = Depends(snapshot)) -> Ranked:
-        """Text search through the user tower; with `user_id`, blended 70/30 with the user's profile."""
-        vec = snap.embed([q])[0]
-        user_vec = _user(state, snap, user_id) if user_id else None
-        if user_vec is None:
-            return _ranked(snap, "search", snap.top_k(vec, k))
-        blend = QUERY_WEIGHT * vec + (1 - QUERY_WEIGHT) * user_vec
-        return _ranked(snap, "personal-search", snap.top_k(blend / np.linalg.norm(blend), k))
+                                                      description="re-rank with this customer's purchases"),
+               state: ApiState = Depends(api_state), snap: Snapshot | None = Depends(snapshot_or_none),
+               service=Depends(search_service)) -> Ranked:
+        """Items for a search text: PostgreSQL full text (with prefixes and typo corrections) and the search
+        side's query tower against the pre-trained encoder's item vectors, fused by reciprocal rank, then
+        re-ranked by popularity and, with `user_id`, the customer's own purchases. Each item names the legs
+        that found it. Works before any version exists (`version` null)."""
+        with state.engine.connect() as conn:
+            history = None
+            if user_id is not None:
+                clock = inputs.serving_clock(conn)
+                log, _ = inputs.users_log(conn, [user_id], clock, service.side.items.item_ids)
+                history = {str(log.item_ids[i]): float(n) for i, n in zip(*_counts(log))}
+            hits = service.search(conn, q, k, snap, history)
+            out = [Hit(h.item_id, service.title(h.item_id, conn), h.score, h.legs) for h in hits]
+        return _ranked(snap.version if snap else None, "personal-search" if history else "search", out)
 
     @api.get("/items/{item_id}/similar", response_model=Ranked, responses={404: {"description": "unknown item"}})
     def similar(item_id: str = Path(max_length=200, pattern=NO_NUL), k: int = K,
-                snap: Snapshot = Depends(snapshot)) -> Ranked:
-        """The items nearest to this one in the version's item index (itself excluded)."""
-        row = snap.row_of.get(item_id)
+                state: ApiState = Depends(api_state), snap: Snapshot | None = Depends(snapshot_or_none)) -> Ranked:
+        """The items nearest to this one in the version's item index (itself excluded); before the first
+        version, in the pre-trained encoder's space."""
+        if snap is not None:
+            row = snap.row_of.get(item_id)
+            if row is None:
+                raise HTTPException(404, f"item {item_id!r} is not in version {snap.version}'s index")
+            return _ranked(snap.version, "similar", snap.top_k(snap.item_vecs[row].copy(), k, exclude=row))
+        items = search_service(state).side.items
+        row = items.row_of.get(item_id)
         if row is None:
-            raise HTTPException(404, f"item {item_id!r} is not in version {snap.version}'s index")
-        return _ranked(snap, "similar", snap.top_k(snap.item_vecs[row].copy(), k, exclude=row))
+            raise HTTPException(404, f"item {item_id!r} is not in the catalog's search index")
+        cosine = items.vectors @ items.vectors[row]
+        cosine[row] = -1.0
+        best = cosine.argsort()[::-1][:k]
+        return _ranked(None, "similar", [Hit(items.item_ids[b], items.titles[b], float(cosine[b])) for b in best])
 
     return api
+
+
+def _counts(log):
+    """(item rows, baskets with each) of a one-user event log."""
+    return np.unique(log.item, return_counts=True)
