@@ -194,7 +194,7 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
             "recommendations, cold user": lambda: [f"/v1/users/{u}/recommendations?k=20" for u in next(shares["cold"])],
             # Asked for in this process already: its own (user, profile, version) cache answers.
             "recommendations, cached user": lambda: hot,
-            "search (query through the user tower)": lambda: [f"/v1/search?q={q}&k=20" for q in queries],
+            "search (full text + query tower, fused)": lambda: [f"/v1/search?q={q}&k=20" for q in queries],
         }
         rows += _cells(base, targets, concurrencies, seconds, echo)
     finally:

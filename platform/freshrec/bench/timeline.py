@@ -34,11 +34,12 @@ class Timeline:
     source: str
     catalog: Batch | None = None  # an items file, written once before the first batch
     _events: pd.DataFrame | None = field(default=None, repr=False)
+    queries: float = 0.0  # share of Online Retail purchases given a synthetic search query
 
     def batch(self, since: date | None, until: date) -> Batch:
         """The rows with ``since <= day <= until`` (``since=None``: from the start)."""
         if self._events is None:
-            return online_retail_batch(Path(self.source), since=since, until=until)
+            return online_retail_batch(Path(self.source), since=since, until=until, queries=self.queries)
         times = self._events["event_time"]
         keep = times < day_start(until + timedelta(days=1))
         if since is not None:
@@ -48,8 +49,11 @@ class Timeline:
         return Batch(users=self.catalog.users, items=empty, interactions=rows, rows_read=len(rows), rows_kept=len(rows))
 
 
-def open_timeline(dataset: str | None) -> Timeline:
-    """``None``: the bundled Online Retail; ``PATH``: an Online Retail file; ``ITEMS,INTERACTIONS``: your own pair."""
+def open_timeline(dataset: str | None, queries: float = 0.0) -> Timeline:
+    """``None``: the bundled Online Retail; ``PATH``: an Online Retail file; ``ITEMS,INTERACTIONS``: your own pair.
+
+    ``queries``: the share of Online Retail purchases given a synthetic search query (your own
+    interactions file carries its own ``query`` column)."""
     if dataset and "," in dataset:
         items_path, events_path = (Path(p) for p in dataset.split(",", 1))
         catalog, events = items_batch(items_path), interactions_batch(events_path).interactions
@@ -60,4 +64,4 @@ def open_timeline(dataset: str | None) -> Timeline:
     purchases, _ = read_purchases(path)
     days = purchases["InvoiceDate"].dt.date
     first_until, weeks = _weeks(days.min(), days.max())
-    return Timeline(first_until, weeks, str(path))
+    return Timeline(first_until, weeks, str(path), queries=queries)

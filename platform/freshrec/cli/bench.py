@@ -1,4 +1,4 @@
-"""freshrec bench train | serve | updates | freshness | rankers: measurements that print a table and write JSON + Markdown."""
+"""freshrec bench train | serve | updates | freshness | rankers | search: measurements that print a table and write JSON + Markdown."""
 from __future__ import annotations
 
 import sys
@@ -95,6 +95,29 @@ def freshness(
         migrated_engine(migrate=True)
         bench_freshness.run(model, [float(r) for r in rates.split(",")], seconds, min_rows, max_age, out, _command(),
                             port=port, min_gate_baskets=min_gate_baskets, echo=typer.echo)
+
+
+@app.command()
+def search(
+    model: str = typer.Option("minilm", help="tiny, minilm or a local encoder path"),
+    items: int = typer.Option(1000, help="catalog items in the known-item set (at most 1,000)"),
+    seconds: float = typer.Option(10.0, help="load per latency cell"),
+    concurrency: str = typer.Option("1,8", help="comma-separated concurrent clients"),
+    port: int = typer.Option(8796, help="port for the API under test"),
+    timeline: Path = typer.Option(None, help="a `bench updates` JSON: draw the forgetting curve of its versions"),
+    out: Path = OUT,
+) -> None:
+    """Known-item search and week-14 query events: full text, BM25, the pre-trained encoder, the old user
+    tower and the search pipeline (day one and trained), with intervals; the behaviour weights' grid;
+    latency against a live API; the forgetting curve from a `bench updates` run."""
+    from freshrec.bench import search as bench_search
+
+    with user_errors():
+        if not 1 <= items <= 1000:
+            raise ValueError("--items: between 1 and 1,000")
+        migrated_engine(migrate=True)
+        bench_search.run(model, out, _command(), items, seconds, tuple(int(c) for c in concurrency.split(",")), port,
+                         timeline, echo=typer.echo)
 
 
 @app.command()

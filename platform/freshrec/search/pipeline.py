@@ -33,13 +33,17 @@ LEGS = ("lexical", "dense")
 class SearchConfig:
     depth: int = field(default=100, metadata={"help": "items each leg proposes"})
     rrf_k: int = field(default=60, metadata={"help": "reciprocal rank fusion's k: 1 / (k + rank)"})
-    # From `freshrec bench search` (the weight grid on held-out query events of the bundled data).
-    popularity_weight: float = field(default=0.004, metadata={"help": "weight of the item's recent popularity"})
-    history_weight: float = field(default=0.008, metadata={"help": "weight of the customer's own purchases of it"})
+    lexical_weight: float = field(default=1.0, metadata={"help": "weight of the full-text leg's 1 / (k + rank)"})
+    dense_weight: float = field(default=1.0, metadata={"help": "weight of the dense leg's 1 / (k + rank)"})
+    # Chosen by `freshrec bench search` on held-out query events (its weight grid, docs/bench/search):
+    # popularity helps a little; the customer's own purchases did not help there, so they weigh 0.
+    popularity_weight: float = field(default=0.002, metadata={"help": "weight of the item's recent popularity"})
+    history_weight: float = field(default=0.0, metadata={"help": "weight of the customer's own purchases of it"})
     typo_correction: bool = field(default=True, metadata={"help": "correct query words that are in no title"})
 
     def __post_init__(self) -> None:
-        if self.depth < 1 or self.rrf_k < 0 or self.popularity_weight < 0 or self.history_weight < 0:
+        weights = (self.popularity_weight, self.history_weight, self.lexical_weight, self.dense_weight)
+        if self.depth < 1 or self.rrf_k < 0 or min(weights) < 0:
             raise ValueError("invalid search argument: depth >= 1, rrf_k >= 0, weights >= 0")
 
     def to_dict(self) -> dict:
@@ -64,9 +68,10 @@ def fuse(legs: dict[str, list[str]], config: SearchConfig, popularity: Callable[
     """Reciprocal rank fusion of the legs' rankings, then the behaviour terms; the k best."""
     score: dict[str, float] = {}
     found: dict[str, list[str]] = {}
+    weights = {"lexical": config.lexical_weight, "dense": config.dense_weight}
     for leg, ranked in legs.items():
         for rank, item in enumerate(ranked[: config.depth], 1):
-            score[item] = score.get(item, 0.0) + 1.0 / (config.rrf_k + rank)
+            score[item] = score.get(item, 0.0) + weights[leg] / (config.rrf_k + rank)
             found.setdefault(item, []).append(leg)
     if config.popularity_weight:
         for item, value in _scaled(popularity(list(score))).items():

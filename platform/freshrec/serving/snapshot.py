@@ -82,7 +82,8 @@ class Snapshot:
         return replace(self, ranking=replace(self.ranking, config=config))
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Search queries through the user tower (not cached: queries are open-ended)."""
+        """Texts through the user tower: how search ranked before it had a side of its own (``freshrec.search``);
+        the benchmarks keep it as a record and for the retrieval comparison."""
         encoder = self.ranking.encoder
         return Encoder(encoder.model, encoder.tokenizer, encoder.device).users(texts, self.ranking.max_user_tokens)
 
