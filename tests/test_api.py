@@ -212,7 +212,8 @@ def test_tampered_version_is_refused_and_the_old_one_keeps_serving(client, serve
     finally:
         open(path, "wb").write(original)
         client.post("/v1/models/rollback", headers=TOKEN)
-    assert client.get("/readyz").json() == {"ready": True, "database": True, "version": 2, "refused": {}}
+    assert client.get("/readyz").json() == {"ready": True, "database": True, "version": 2, "search": "version 2",
+                                             "refused": {}}
 
 
 def test_health_and_metrics(client, served_db):

@@ -92,8 +92,8 @@ class QueryPairs:
 
 def _usable(rows: pd.DataFrame, side: SearchSide, exclusions: set) -> pd.DataFrame:
     """Pairs whose item has a search vector and which are not in the known-item set."""
-    keep = rows["item_id"].isin(side.items.row_of) & [
-        (" ".join(words(q)), i) not in exclusions for q, i in zip(rows["query"], rows["item_id"])]
+    known = np.array([(" ".join(words(q)), i) in exclusions for q, i in zip(rows["query"], rows["item_id"])], bool)
+    keep = rows["item_id"].isin(side.items.row_of).to_numpy() & ~known
     return rows[keep]
 
 
