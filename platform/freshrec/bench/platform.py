@@ -27,6 +27,7 @@ class Platform:
     strategy: str
     settings: Settings
     store: object
+    seed: int = 0
 
     @property
     def engine(self):
@@ -60,16 +61,18 @@ def drop_database(base_url: str, name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def create_platform(base: Settings, base_url: str, name: str, strategy: str, scratch: Path, timeline) -> Platform:
+def create_platform(base: Settings, base_url: str, name: str, strategy: str, scratch: Path, timeline,
+                    until=None, seed: int = 0) -> Platform:
+    """A fresh database loaded with the timeline's rows to ``until`` (default: the first 13 weeks)."""
     settings = base.model_copy(update={"database_url": SecretStr(create_database(base_url, name)),
                                        "artifacts_uri": str(scratch / "artifacts" / name)})
     store = open_store(settings)
     apply(store, settings.feast.repo_path)
-    platform = Platform(strategy, settings, store)
+    platform = Platform(strategy, settings, store, seed)
     if timeline.catalog is not None:
         with platform.engine.begin() as conn:
             write_batch(conn, timeline.catalog, "bench catalog")
-    platform.load(timeline.batch(None, timeline.first_until))
+    platform.load(timeline.batch(None, until or timeline.first_until))
     return platform
 
 

@@ -39,6 +39,7 @@ from freshrec.bench import report
 from freshrec.bench.metrics import as_interval, bootstrap
 from freshrec.bench.platform import base_model_path, create_platform, dispose
 from freshrec.bench.processes import spawn, wait_ready
+from freshrec.bench.search_weeks import forgetting_plot
 from freshrec.bench.serving import _http_load, _row
 from freshrec.bench.timeline import open_timeline
 from freshrec.config import get_settings
@@ -153,26 +154,11 @@ def _latency(settings, port: int, queries: list[str], users: list[str], concurre
     return rows
 
 
-def _forgetting_plot(timeline_json: Path, path: Path) -> list[dict]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    weeks = pd.DataFrame(json.loads(timeline_json.read_text())["search"])
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    for arm, style in (("pipeline", "-o"), ("day one", "--"), ("full-text", ":"), ("pre-trained encoder", "-."),
-                       ("user tower (record)", "-x")):
-        part = weeks[weeks["arm"] == arm]
-        if len(part):
-            ax.plot(pd.to_datetime(part["week"]), part["hit"], style, label=arm, markersize=3)
-    ax.set(title="known-item hit@10, every version of the timeline", ylabel="hit@10", ylim=(0, 1.02))
-    ax.legend(loc="lower left")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return weeks.to_dict("records")
+def _forgetting(timeline_json: Path, path: Path) -> list[dict]:
+    """The forgetting curve of a ``bench updates`` run, drawn from its JSON."""
+    weeks = json.loads(timeline_json.read_text())["search"]
+    forgetting_plot(weeks, path)
+    return weeks
 
 
 def run(model: str, out_dir: Path, command: str, items: int = 1000, seconds: float = 10.0,
@@ -243,7 +229,7 @@ def run(model: str, out_dir: Path, command: str, items: int = 1000, seconds: flo
              "validation_events": len(validation), "test_events": len(test), "weights": config.to_dict(),
              "grid": grid, "time_breakdown_ms": breakdown, "latency": latency, "wall_s": time.perf_counter() - started}
     if timeline_json is not None:
-        extra["forgetting"] = _forgetting_plot(Path(timeline_json), out_dir / "search-forgetting.png")
+        extra["forgetting"] = _forgetting(Path(timeline_json), out_dir / "search-forgetting.png")
     flat = [{"arm": r["arm"], "variant": r["variant"], "queries": r["queries"],
              **{m: f"{r[m]['mean']:.3f} [{r[m]['lo']:.3f}, {r[m]['hi']:.3f}]" for m in ("hit", "rr", "ndcg")}}
             for r in summary]

@@ -38,7 +38,16 @@ def _cost_ratios(costs: pd.DataFrame, strategy: str) -> dict:
             "gate_passed": f"{int(gated.astype(bool).sum())}/{len(gated)}"}
 
 
-def summarise(frame: pd.DataFrame, costs: pd.DataFrame, strategies: list[str]) -> dict:
+def seed_spread(arms: dict, main: str, others: list[str]) -> dict:
+    """How far the training seed moves the mean Recall@20, beside the user-bootstrap interval's width."""
+    means = [arms[a]["recall"]["mean"] for a in [main, *others]]
+    interval = arms[main]["recall"]
+    return {"arms": [main, *others], "recall_means": means, "range": max(means) - min(means),
+            "sd": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+            "bootstrap_interval_width": interval["hi"] - interval["lo"]}
+
+
+def summarise(frame: pd.DataFrame, costs: pd.DataFrame, strategies: list[str], seed_arms: list[str] = ()) -> dict:
     arms = {}
     for arm, rows in frame.groupby("arm"):
         arms[arm] = {m: as_interval(bootstrap(rows, m)) for m in METRICS}
@@ -59,7 +68,10 @@ def summarise(frame: pd.DataFrame, costs: pd.DataFrame, strategies: list[str]) -
         }
     explore = {src: as_interval(ratio_interval(frame, src, "popularity-explore", "recall_explore"))
                for src in EXPLORE_SOURCES if src in set(frame["arm"])}
-    return {"arms": arms, "targets": targets, "explore_vs_popularity": explore}
+    out = {"arms": arms, "targets": targets, "explore_vs_popularity": explore}
+    if seed_arms:
+        out["seeds"] = seed_spread(arms, f"pipeline-incremental-{strategies[0]}", list(seed_arms))
+    return out
 
 
 def _fmt(x: dict) -> str:

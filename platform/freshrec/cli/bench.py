@@ -64,6 +64,11 @@ def updates(
     gate: bool = typer.Option(True, "--gate/--no-gate", help="the incremental arm's gate, as in production"),
     keep_databases: bool = typer.Option(False, help="keep the bench databases for SQL audits"),
     full_retrain_every: int = typer.Option(1, help="retrain from scratch every N weeks (and the last week)"),
+    seeds: str = typer.Option("0", help="comma-separated training seeds: one incremental arm each (the first is "
+                                        "the reference; the others measure the seed's spread)"),
+    tune: bool = typer.Option(True, "--tune/--no-tune", help="choose TIFU-KNN's parameters and the candidate counts "
+                                                             "on week 13 (8 configurations each) before the test weeks"),
+    queries: float = typer.Option(0.3, help="share of purchases given a synthetic search query"),
     out: Path = OUT,
 ) -> None:
     """The pipeline kept fresh incrementally vs retrained from scratch vs stale vs TIFU-KNN, P-TopFreq and
@@ -73,7 +78,8 @@ def updates(
     with user_errors():
         migrated_engine(migrate=True)
         bench_updates.run(weeks, model, strategy.split(","), device, dataset, out, max_eval_users, gate, keep_databases,
-                          _command(), full_retrain_every=full_retrain_every, echo=typer.echo)
+                          _command(), full_retrain_every=full_retrain_every, seeds=[int(s) for s in seeds.split(",")],
+                          tune=tune, queries=queries, echo=typer.echo)
 
 
 @app.command()

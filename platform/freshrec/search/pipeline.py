@@ -91,12 +91,17 @@ class SearchPipeline:
         self.items, self.encode, self.adapter, self.config = items, encode, adapter, config
         self.vocabulary = vocabulary if config.typo_correction else None
 
+    def dense_texts(self, texts: list[str]) -> list[str]:
+        """What the dense leg embeds: the texts with typos corrected (a typo moves a sentence embedding far)."""
+        return [self.vocabulary.corrected(t) for t in texts] if self.vocabulary is not None else list(texts)
+
     def with_adapter(self, adapter: QueryAdapter | None, config: SearchConfig | None = None) -> SearchPipeline:
         return SearchPipeline(self.items, self.encode, adapter, config or self.config, self.vocabulary)
 
     def query_vectors(self, texts: list[str]) -> np.ndarray:
-        """Each query's vector: its pre-trained embedding, through the adapter when there is one."""
-        vecs = normalised(self.encode(texts))
+        """Each query's vector: its pre-trained embedding (misspelt words corrected first), through the
+        adapter when there is one."""
+        vecs = normalised(self.encode(self.dense_texts(texts)))
         return self.adapter.transform(vecs) if self.adapter is not None else vecs
 
     def dense(self, vecs: np.ndarray, extra: ItemVectors | None = None) -> list[list[str]]:

@@ -49,6 +49,10 @@ class Vocabulary:
                 by_delete.setdefault(key, set()).add(word)
         return cls(counts, by_delete)
 
+    def corrected(self, text: str) -> str:
+        """The text's words, each misspelt one replaced by its correction (what the dense leg embeds)."""
+        return " ".join(self.correct(w) or w for w in words(text))
+
     def correct(self, word: str) -> str | None:
         """The most frequent title word one edit from ``word``; None if it is one, or nothing is near."""
         if word in self.counts or len(word) < self.min_length or word.isdigit():

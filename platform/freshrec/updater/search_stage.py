@@ -123,9 +123,11 @@ def train_search(side: SearchSide, parent: QueryAdapter | None, pairs: QueryPair
     if not len(pairs.train):
         return adapter, SearchFit()
 
+    texts = side.pipeline(None).dense_texts  # as the pipeline embeds them when it serves
+
     def states(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         rows = np.array([side.items.row_of[i] for i in frame["item_id"]], dtype=np.int64)
-        return normalised(side.encode(frame["query"].tolist())), rows
+        return normalised(side.encode(texts(frame["query"].tolist()))), rows
 
     fit = fit_adapter(adapter, states(pairs.train), states(pairs.valid), side.items.vectors, args)
     return adapter, fit
