@@ -5,7 +5,8 @@ before it become training queries (candidates and point-in-time features exactly
 builds them, the towers left out so both learners see the same inputs), and each learner ranks
 the candidates of the users who buy in the test week, as of its first day:
 - the MLP freshrec trains (``training/ranker.py``, BCE, from scratch here);
-- LightGBM's lambdarank (grouped by basket) and its binary objective, 300 trees.
+- LightGBM's lambdarank (grouped by basket) and its binary objective, up to 1,000 trees, stopped early.
+All three fit on the older 90% of the training baskets and stop on the newest 10%.
 P-TopFreq on the same users is the reference. Needs ``pip install lightgbm`` (not a dependency of
 freshrec itself) and the bundled data loaded (``freshrec load online-retail``).
 """
@@ -42,16 +43,24 @@ def _queries(log: EventLog, user_rows: np.ndarray, times: np.ndarray) -> Queries
 
 
 def _learners(x: np.ndarray, y: np.ndarray, groups: np.ndarray, split: int) -> dict:
+    """Each learner fitted on the examples before ``split`` and stopped early on those after it (the
+    newest baskets): the MLP by its validation loss, LightGBM after 50 rounds without improvement."""
     import lightgbm as lgb
 
     mlp = Ranker(FEATURES)
     train, valid = slice(0, split), slice(split, None)
     fit(mlp, (x[train], y[train]), (x[valid], y[valid]), RankerArguments(), from_parent=False)
-    sizes = np.bincount(groups)[np.unique(groups)]
-    params = dict(n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50, subsample=0.8,
+
+    def sizes(part: slice) -> np.ndarray:
+        g = groups[part]
+        return np.bincount(g)[np.unique(g)]
+
+    params = dict(n_estimators=1000, learning_rate=0.05, num_leaves=31, min_child_samples=50, subsample=0.8,
                   subsample_freq=1, colsample_bytree=0.8, verbose=-1)
-    ranker = lgb.LGBMRanker(**params).fit(x, y, group=sizes)
-    binary = lgb.LGBMClassifier(**params).fit(x, y)
+    stop = [lgb.early_stopping(50, verbose=False)]
+    ranker = lgb.LGBMRanker(**params).fit(x[train], y[train], group=sizes(train), eval_set=[(x[valid], y[valid])],
+                                          eval_group=[sizes(valid)], eval_at=[K], callbacks=stop)
+    binary = lgb.LGBMClassifier(**params).fit(x[train], y[train], eval_set=[(x[valid], y[valid])], callbacks=stop)
     return {"mlp": lambda f: mlp.score(f, FEATURES), "lightgbm-lambdarank": ranker.predict,
             "lightgbm-binary": lambda f: binary.predict_proba(f)[:, 1]}
 
@@ -75,13 +84,14 @@ def run(engine, test_weeks: list[int], train_weeks: int, out_dir: Path, command:
     for w in test_weeks:
         since, until = timeline.weeks[w]
         clock = day_start(since).timestamp()
-        pick = (basket_time >= clock - train_weeks * 7 * DAY) & (basket_time < clock)
+        pick = np.flatnonzero((basket_time >= clock - train_weeks * 7 * DAY) & (basket_time < clock))
+        pick = pick[np.argsort(basket_time[pick], kind="stable")]  # oldest first: the newest tenth validates
         train_q = _queries(log, basket_user[pick], basket_time[pick])
         started = time.perf_counter()
         days = OfflineDays(engine, log, sorted({*np.floor(train_q.times / DAY) * DAY, clock}))
         cands = candidates_by_day(log, train_q, index, CONFIG, days)
         y = labels(log, train_q, cands)
-        split = int(np.searchsorted(cands.query, int(len(train_q) * 0.9)))  # the newest tenth of baskets validates
+        split = int(np.searchsorted(cands.query, int(len(train_q) * 0.9)))  # queries are in time order
         scorers = _learners(cands.features, y, cands.query, split)
         truth_rows = (log.time >= clock) & (log.time < clock + 7 * DAY)
         truth = pd.Series(log.item[truth_rows]).groupby(log.user[truth_rows]).agg(set)

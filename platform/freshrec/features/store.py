@@ -27,7 +27,7 @@ FEATURE_REFS = [USER_TEXT, ITEM_TEXT, *USER_ACTIVITY, *ITEM_STATS]
 
 # Feast's PostgreSQL online store keeps one connection per process (conn_type: singleton) and flips
 # its autocommit per call: two threads at once fail with "can't change 'autocommit' now:
-# connection in transaction status INTRANS" (8% of concurrent event batches did). Its pool mode
+# connection in transaction status INTRANS" (concurrent event batches did). Its pool mode
 # would not do either: it returns a connection to the pool only when the call succeeds. So a
 # process makes its online calls one at a time; they take about a millisecond.
 _ONLINE = threading.Lock()

@@ -2,7 +2,7 @@
 
 A request's profile is looked up in the encoder-state cache first; the few that miss (a new user,
 a profile changed a moment ago) wait here up to ``max_wait`` for others, and go through the
-encoder together: on a CPU a batch of 16 costs about 22 ms a text against 31 ms alone.
+encoder together: one forward pass for many texts costs less than one per text.
 """
 from __future__ import annotations
 
