@@ -129,3 +129,22 @@ def test_ranker_features_see_only_events_strictly_before_each_basket(loaded):
         checked["repeat"] += int(len(moments) > 0)
     # The sample holds items bought for the first time at t (whose features must not show it) and repeats.
     assert checked["bought-at-t"] > 0 and checked["repeat"] > 0 and checked["copurchase"] > 0
+
+
+def test_item_aggregates_grow_with_events_and_quiet_items_fall_back_to_zero(loaded):
+    """Rows only on the days an item's counts change (its event days, and 7 and 28 days after): the
+    table grows with events, not items x days, and an item quiet for 28 days ends on a zero row."""
+    with get_engine().connect() as conn:
+        rows, event_days = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM item_daily_stats), "
+            "(SELECT count(DISTINCT (item_id, (event_time AT TIME ZONE 'UTC')::date)) FROM interactions)")).one()
+        dense = conn.execute(sa.text(
+            "SELECT sum((SELECT max(event_time)::date FROM interactions) - first + 1) FROM "
+            "(SELECT min(event_time)::date AS first FROM interactions GROUP BY item_id) f")).scalar()
+        quiet = conn.execute(sa.text("""
+            SELECT DISTINCT ON (s.item_id) s.item_id, s.events_28d, s.buyers FROM item_daily_stats s
+            WHERE s.item_id IN (SELECT item_id FROM interactions GROUP BY item_id
+                                HAVING max(event_time) < (SELECT max(event_time) FROM interactions) - interval '29 days')
+            ORDER BY s.item_id, s.valid_from DESC""")).all()
+    assert rows <= 3 * event_days and rows < dense / 3
+    assert quiet and all(q.events_28d == 0 and q.buyers >= 0 for q in quiet)

@@ -1,16 +1,21 @@
-"""Keep ``item_daily_stats`` current: per item and day, the Feast source of ``item_stats``.
+"""Keep ``item_daily_stats`` current: per item, the Feast source of ``item_stats``.
 
 A row for day D holds the item's interactions over the 7 and 28 days ending with D, and how many
 users ever bought it and bought it again (in a second basket), all counted through the end of D.
 It is stamped D+1 00:00 UTC, so a point-in-time read at time t sees only days before t's day.
 
-Every item has a row for every day from its first interaction to the newest day in the table:
-an item nobody touched for a month still gets its zero counts, so the newest row of every item
-(what ``feast materialize`` copies online) is always right for the newest day.
+**Rows only where something changed.** An item's counts change on a day it had events (they enter
+the windows, buyers grow) and 7 and 28 days after one (they leave the windows), and on no other
+day. So those are the only days with a row: the newest row at or before any moment is that
+moment's value (what Feast's point-in-time join and the online store both take), and an item
+nobody touched for a month got its last row, all zeros but its buyers, on the day its last event
+left the 28-day window. The table grows with events (at most three rows per item and event day),
+not with items times days.
 
-A refresh rebuilds the rows of the days from ``since`` on. The trailing windows look back 27
-days, and the buyer counts continue from the stored row of the day before the window, so its
-cost follows the days rebuilt, not the table (a week of the bundled data: about 1.5 s).
+A refresh rebuilds the rows stamped after ``since``: it reads the interactions from 28 days before
+(the windows look back 27 days, and an event 28 days back leaves the window that day), and
+continues the buyer counts from each item's newest row before them; its cost follows the days
+rebuilt, not the table.
 
 ``catch_up`` finds ``since`` the way the updater finds its rows: by transaction horizon. It
 rebuilds from the first day among the interactions committed since its last run (a cursor of
@@ -35,14 +40,21 @@ _DELETE = "DELETE FROM item_daily_stats WHERE valid_from > CAST(:since AS date)"
 _REBUILD = """
 INSERT INTO item_daily_stats (item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers)
 WITH bounds AS (
-    SELECT CAST(:since AS date) AS since, CAST(:since AS date) - 27 AS start,
+    SELECT CAST(:since AS date) AS since, CAST(:since AS date) - 28 AS start,
            (SELECT max(event_time AT TIME ZONE 'UTC')::date FROM interactions) AS newest
 ),
-recent AS (  -- interactions of the window days
+recent AS (  -- interactions from 28 days before the first rebuilt day
     SELECT i.user_id, i.item_id, i.event_type, i.event_time, (i.event_time AT TIME ZONE 'UTC')::date AS day
     FROM interactions i, bounds b WHERE i.event_time >= b.start::timestamp AT TIME ZONE 'UTC'
 ),
 per_day AS (SELECT item_id, day, count(*) AS events FROM recent GROUP BY item_id, day),
+changes AS (  -- the days each item's counts change: its event days, and 7 and 28 days after them
+    SELECT item_id, day, sum(events) AS events FROM (
+        SELECT item_id, day, events FROM per_day
+        UNION ALL SELECT item_id, day + 7, 0 FROM per_day
+        UNION ALL SELECT item_id, day + 28, 0 FROM per_day) c
+    GROUP BY item_id, day
+),
 recent_buys AS (SELECT DISTINCT user_id, item_id, event_time, day FROM recent WHERE event_type = 'purchase'),
 earlier AS (  -- baskets with the item before the window, per buyer active in it (at most 2 matter)
     SELECT p.user_id, p.item_id, least(count(DISTINCT i.event_time), 2) AS n
@@ -61,37 +73,26 @@ buyers AS (
     SELECT item_id, day, count(*) FILTER (WHERE nth = 1) AS new_buyers, count(*) FILTER (WHERE nth = 2) AS new_repeaters
     FROM nth WHERE nth <= 2 GROUP BY item_id, day
 ),
-base AS (  -- the stored counts through the day before the window (every known item has that row:
-           -- rows run daily to the newest day, so the newest stamp at or before it holds them all)
-    SELECT s.item_id, s.buyers, s.repeat_buyers FROM item_daily_stats s
-    WHERE s.valid_from = (SELECT max(valid_from) FROM item_daily_stats, bounds b
-                          WHERE valid_from <= b.start::timestamp AT TIME ZONE 'UTC')
-),
-first_days AS (  -- items known before the window continue from its start
-    SELECT item_id, min(day) AS first_day FROM (
-        SELECT item_id, b.start AS day FROM base, bounds b
-        UNION ALL SELECT item_id, day FROM per_day) d
-    GROUP BY item_id
-),
-dense AS (
-    SELECT f.item_id, g.day::date AS day
-    FROM first_days f CROSS JOIN bounds b,
-         LATERAL generate_series(greatest(f.first_day, b.start), b.newest, interval '1 day') g(day)
+base AS (  -- each changed item's counts through the day before the window: its newest stored row then
+    SELECT c.item_id, s.buyers, s.repeat_buyers
+    FROM (SELECT DISTINCT item_id FROM changes) c CROSS JOIN bounds b
+    JOIN LATERAL (SELECT buyers, repeat_buyers FROM item_daily_stats s
+                  WHERE s.item_id = c.item_id AND s.valid_from <= b.start::timestamp AT TIME ZONE 'UTC'
+                  ORDER BY s.valid_from DESC LIMIT 1) s ON true
 ),
 windowed AS (
-    SELECT d.item_id, d.day,
-           sum(coalesce(p.events, 0)) OVER (w ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) AS events_7d,
-           sum(coalesce(p.events, 0)) OVER (w ROWS BETWEEN 27 PRECEDING AND CURRENT ROW) AS events_28d,
+    SELECT c.item_id, c.day,
+           sum(c.events) OVER (w RANGE BETWEEN interval '6 days' PRECEDING AND CURRENT ROW) AS events_7d,
+           sum(c.events) OVER (w RANGE BETWEEN interval '27 days' PRECEDING AND CURRENT ROW) AS events_28d,
            coalesce(bs.buyers, 0) + sum(coalesce(n.new_buyers, 0)) OVER (w ROWS UNBOUNDED PRECEDING) AS buyers,
            coalesce(bs.repeat_buyers, 0) + sum(coalesce(n.new_repeaters, 0)) OVER (w ROWS UNBOUNDED PRECEDING) AS repeat_buyers
-    FROM dense d
-    LEFT JOIN per_day p USING (item_id, day)
+    FROM changes c
     LEFT JOIN buyers n USING (item_id, day)
     LEFT JOIN base bs USING (item_id)
-    WINDOW w AS (PARTITION BY d.item_id ORDER BY d.day)
+    WINDOW w AS (PARTITION BY c.item_id ORDER BY c.day)
 )
 SELECT w.item_id, (w.day + 1)::timestamp AT TIME ZONE 'UTC', w.events_7d, w.events_28d, w.buyers, w.repeat_buyers
-FROM windowed w, bounds b WHERE w.day >= b.since
+FROM windowed w, bounds b WHERE w.day >= b.since AND w.day <= b.newest
 """
 
 
@@ -107,6 +108,9 @@ CURSOR = "item_daily_stats"
 _FIRST_NEW_DAY = """
 SELECT min(event_time AT TIME ZONE 'UTC')::date FROM interactions
 WHERE ingest_xid >= CAST(:xid_from AS xid8) AND ingest_xid < CAST(:xid_to AS xid8)"""
+# The day after the newest the table covers: days between it and the new rows (days nobody bought
+# anything) still hold changes, events leaving the windows, and are rebuilt too.
+_COVERED = "SELECT (max(valid_from) AT TIME ZONE 'UTC')::date FROM item_daily_stats"
 
 
 def catch_up(engine: Engine) -> int:
@@ -118,6 +122,9 @@ def catch_up(engine: Engine) -> int:
         if int(now) <= int(previous):
             return 0
         since = conn.execute(sa.text(_FIRST_NEW_DAY), {"xid_from": previous, "xid_to": now}).scalar()
+        covered = conn.execute(sa.text(_COVERED)).scalar()
+        if since is not None and covered is not None:
+            since = min(since, covered)
         written = refresh_item_stats(conn, since) if since is not None else 0
         cursors.write(conn, CURSOR, now)
     return written

@@ -37,9 +37,12 @@ FROM interactions WHERE user_id = ANY(:users) AND event_time < :clock"""
 _CONSUMED_BROWSING = """
 SELECT user_id, item_id, event_time FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type <> 'purchase' AND user_id = ANY(:users)"""
+# The newest row at or before each moment: rows are written only on days an item's counts change.
 _STATS_AT = """
-SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats
-WHERE valid_from = ANY(:stamps)"""
+SELECT s.stamp AS valid_from, x.item_id, x.events_7d, x.events_28d, x.buyers, x.repeat_buyers
+FROM unnest(CAST(:stamps AS timestamptz[])) s(stamp)
+CROSS JOIN LATERAL (SELECT DISTINCT ON (item_id) item_id, events_7d, events_28d, buyers, repeat_buyers
+                    FROM item_daily_stats WHERE valid_from <= s.stamp ORDER BY item_id, valid_from DESC) x"""
 # The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
 _CLOCK = """
 SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
@@ -92,7 +95,7 @@ def _stat_array(frame: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
 
 
 def daily_item_stats(engine: Engine, item_ids: np.ndarray, day_starts: list[float]) -> dict[float, np.ndarray]:
-    """Offline: the aggregates valid at each day's start (the row of the day before), items x 4."""
+    """Offline: the aggregates valid at each day's start (each item's newest row by then), items x 4."""
     stamps = [datetime.fromtimestamp(d, timezone.utc) for d in day_starts]
     with engine.connect() as conn:
         frame = pd.read_sql(sa.text(_STATS_AT), conn, params={"stamps": stamps})
