@@ -1,10 +1,10 @@
 """Feature views and the feature service that the ranking model reads."""
 from datetime import timedelta
 
-from entities import item, user
+from entities import item, model_version, user
 from feast import FeatureService, FeatureView, Field
-from feast.types import Int64, String
-from sources import item_source, item_stats_source, user_profile_source
+from feast.types import Array, Float32, Int64, String
+from sources import item_neighbours_source, item_source, item_stats_source, user_profile_source
 
 # A long ttl. Plain `feast materialize-incremental` starts a view's first window at now minus its
 # ttl: with 10 years, in 2026, it skipped the bundled 2010-2011 data and filled nothing (ttl=0 is
@@ -41,6 +41,17 @@ item_stats = FeatureView(
     schema=[Field(name="events_7d", dtype=Int64), Field(name="events_28d", dtype=Int64),
             Field(name="buyers", dtype=Int64), Field(name="repeat_buyers", dtype=Int64)],
     source=item_stats_source,
+    online=True,
+)
+
+# Each version's co-purchase partners of an item (a version's own state, not the catalog's): serving reads
+# those of the customer's recent items, so its work follows their basket size, not the catalog.
+item_neighbours = FeatureView(
+    name="item_neighbours",
+    entities=[model_version, item],
+    ttl=FIFTY_YEARS,
+    schema=[Field(name="partners", dtype=Array(String)), Field(name="strengths", dtype=Array(Float32))],
+    source=item_neighbours_source,
     online=True,
 )
 

@@ -19,6 +19,14 @@ user_profile_source = PostgreSQLSource(
     description="freshrec.ingest.profiles keeps this history current",
 )
 
+# One row per (version, item): the version's strongest co-purchase partners of the item.
+item_neighbours_source = PostgreSQLSource(
+    name="item_neighbours_source",
+    query="SELECT version AS model_version, item_id, partners, strengths, valid_from FROM item_neighbours",
+    timestamp_field="valid_from",
+    description="written by the updater when it publishes a version",
+)
+
 # One row per (item, day), stamped at the end of the day (freshrec.ingest.aggregates).
 item_stats_source = PostgreSQLSource(
     name="item_daily_stats_source",

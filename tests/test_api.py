@@ -370,3 +370,30 @@ def test_per_user_reads_need_the_read_token_outside_development(served_db):
         Settings(environment="production", api_token=admin)
     with pytest.raises(ValueError, match="must differ"):
         Settings(environment="production", api_token=admin, api_read_token=admin)
+
+
+def test_a_version_load_reads_no_interaction_rows(served_db):
+    """Loading a version reads its artifacts, its item vectors and Feast: as a role that may not read
+    `interactions`, it loads and recommends (the per-request read of one customer's rows aside)."""
+    import sqlalchemy as sa
+
+    from freshrec.features import open_store
+    from freshrec.serving.snapshot import load_snapshot
+
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("DROP ROLE IF EXISTS no_history"))
+        conn.execute(sa.text("CREATE ROLE no_history LOGIN"))
+        conn.execute(sa.text("GRANT SELECT ON ALL TABLES IN SCHEMA public TO no_history"))
+        conn.execute(sa.text("REVOKE SELECT ON interactions FROM no_history"))
+    probe = sa.create_engine(get_engine().url.set(username="no_history"))
+    try:
+        with probe.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("SELECT 1 FROM interactions LIMIT 1"))  # the probe can fail
+        snap = load_snapshot(probe, 2, open_store())
+        assert snap.version == 2 and len(snap.item_ids) > 0
+        assert type(snap.copurchase).__name__ == "FetchedNeighbours"  # the version's own, from Feast
+    finally:
+        probe.dispose()
+        with get_engine().begin() as conn:
+            conn.execute(sa.text("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM no_history"))
+            conn.execute(sa.text("DROP ROLE no_history"))

@@ -45,7 +45,7 @@ def test_load_summary_then_feast_and_psql(db, retail_sample):
         users = conn.execute("select count(distinct user_id) from user_profiles").fetchone()[0]
         items = conn.execute("select count(distinct item_id) from item_daily_stats").fetchone()[0]
     # The plain Feast CLI alone, on a fresh database, fills the online store: every profile, every item.
-    assert counts == [str(expected), "3", str(users), str(items)] and users > 0 and items > 0
+    assert counts == [str(expected), "4", str(users), str(items)] and users > 0 and items > 0
 
 
 def test_bad_file_is_one_line_error_and_exit_2(db, tmp_path):

@@ -53,6 +53,6 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
         assert "interactions_inserted" in loaded
         applied = _run(["bash", "-c", 'eval "$(freshrec env)" && python -m feast.cli.cli -c "$FRESHREC_FEATURE_REPO" apply '
                                       '&& psql -Atc "select count(*) from feast_registry.feature_views"'], outside, env)
-        assert applied.strip().splitlines()[-1] == "3"
+        assert applied.strip().splitlines()[-1] == "4"
     finally:
         subprocess.run(["freshrec", "db", "stop"], cwd=outside, env=env, capture_output=True, timeout=60)

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
@@ -246,6 +246,20 @@ class QuarantinedRow(Base):
     interaction_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     reason: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = _created()
+
+
+class ItemNeighbours(Base):
+    """A version's strongest co-purchase partners of one item, P(partner | item), from the rows its
+    lineage consumed. Written in the publish transaction; served from Feast's online store (the
+    ``item_neighbours`` view, keyed by version and item), so a rollback serves its own version's."""
+
+    __tablename__ = "item_neighbours"
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    item_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    partners: Mapped[list[str]] = mapped_column(ARRAY(sa.Text))
+    strengths: Mapped[list[float]] = mapped_column(ARRAY(sa.REAL))
+    valid_from: Mapped[datetime] = _created()
+    written_xid: Mapped[Any] = _written()
 
 
 class ItemEmbedding(Base):

@@ -9,9 +9,11 @@ from freshrec.features.store import (
     historical_features,
     materialize,
     online_item_stats,
+    online_neighbours,
     online_user_texts,
     online_users,
     open_store,
+    push_item_neighbours,
     push_user_profiles,
 )
 
@@ -27,8 +29,10 @@ __all__ = [
     "historical_features",
     "materialize",
     "online_item_stats",
+    "online_neighbours",
     "online_user_texts",
     "online_users",
     "open_store",
+    "push_item_neighbours",
     "push_user_profiles",
 ]

@@ -22,8 +22,10 @@ USER_TEXT = "user_text:user_text"
 ITEM_TEXT = "item_text:item_text"
 USER_ACTIVITY = ["user_text:n_events", "user_text:n_baskets"]
 ITEM_STATS = ["item_stats:events_7d", "item_stats:events_28d", "item_stats:buyers", "item_stats:repeat_buyers"]
-# What a version reads from Feast: the towers' texts, and the ranker's per-user and per-item features.
-FEATURE_REFS = [USER_TEXT, ITEM_TEXT, *USER_ACTIVITY, *ITEM_STATS]
+NEIGHBOURS = ["item_neighbours:partners", "item_neighbours:strengths"]
+# What a version reads from Feast: the towers' texts, the ranker's per-user and per-item features, and
+# (serving) its own co-purchase neighbours.
+FEATURE_REFS = [USER_TEXT, ITEM_TEXT, *USER_ACTIVITY, *ITEM_STATS, *NEIGHBOURS]
 
 # Feast's PostgreSQL online store keeps one connection per process (conn_type: singleton) and flips
 # its autocommit per call: two threads at once fail with "can't change 'autocommit' now:
@@ -192,3 +194,20 @@ def push_user_profiles(store, conn, user_ids: list[str]) -> int:
         if len(frame):
             _online(store, lambda: store.write_to_online_store("user_text", frame))
     return len(frame)
+
+
+def push_item_neighbours(store, version: int, frame: pd.DataFrame) -> int:
+    """Write a version's neighbours (item_id, partners, strengths, valid_from) to the online store now,
+    not at the next materialize: the API reads them from there as soon as the version serves."""
+    if not len(frame):
+        return 0
+    rows = frame.assign(model_version=int(version))
+    _online(store, lambda: store.write_to_online_store("item_neighbours", rows))
+    return len(rows)
+
+
+def online_neighbours(store, version: int, item_ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
+    """This version's neighbours of these items, from the online store (items without any: absent)."""
+    rows = _online(store, lambda: store.get_online_features(
+        features=NEIGHBOURS, entity_rows=[{"model_version": int(version), "item_id": i} for i in item_ids]).to_dict())
+    return {i: (p, s) for i, p, s in zip(rows["item_id"], rows["partners"], rows["strengths"]) if p}

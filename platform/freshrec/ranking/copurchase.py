@@ -52,6 +52,16 @@ class Neighbours:
         owner, at = _flat_rows(self.indptr, items)
         return owner, self.partners[at], self.strengths[at]
 
+    def frame(self, item_ids: np.ndarray):
+        """One row per item with partners: item_id, partners (ids), strengths (what a version publishes)."""
+        import pandas as pd
+
+        rows = np.flatnonzero(np.diff(self.indptr))
+        spans = [slice(self.indptr[r], self.indptr[r + 1]) for r in rows]
+        return pd.DataFrame({"item_id": item_ids[rows].astype(str),
+                             "partners": [item_ids[self.partners[s]].astype(str).tolist() for s in spans],
+                             "strengths": [self.strengths[s].tolist() for s in spans]})
+
     @classmethod
     def from_lists(cls, n_items: int, rows: np.ndarray, partners: list[np.ndarray], strengths: list[np.ndarray]) -> Neighbours:
         """From per-item lists (rows may be sparse: items without partners have none)."""
@@ -61,6 +71,34 @@ class Neighbours:
         flat_p = np.concatenate([partners[i] for i in order]) if len(order) else np.zeros(0, np.int64)
         flat_s = np.concatenate([strengths[i] for i in order]) if len(order) else np.zeros(0, np.float32)
         return cls(np.concatenate([[0], np.cumsum(lengths)]), flat_p.astype(np.int64), flat_s.astype(np.float32))
+
+
+class FetchedNeighbours:
+    """A version's neighbours read item by item when first needed, then kept: a request reads those
+    of its customer's recent items only (``fetch``: item ids -> {item id: (partner ids, strengths)},
+    from Feast's online store when serving). Partners outside ``item_index`` are dropped."""
+
+    def __init__(self, fetch, item_ids: np.ndarray, item_index, limit: int = 200_000):
+        self.fetch, self.item_ids, self.item_index, self.limit = fetch, item_ids, item_index, limit
+        self._known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        items = np.asarray(items, np.int64)
+        missing = sorted({int(i) for i in items} - self._known.keys())
+        if missing:
+            found = self.fetch([str(self.item_ids[i]) for i in missing])
+            if len(self._known) + len(missing) > self.limit:  # a bound, not an LRU: versions swap often enough
+                self._known.clear()
+            for row in missing:
+                partners, strengths = found.get(str(self.item_ids[row]), ([], []))
+                at = self.item_index.get_indexer(list(partners)) if len(partners) else np.zeros(0, np.int64)
+                keep = at >= 0
+                self._known[row] = (at[keep].astype(np.int64), np.asarray(strengths, np.float32)[keep])
+        parts = [self._known[int(i)] for i in items]
+        owner = np.repeat(np.arange(len(items)), [len(p[0]) for p in parts])
+        if not len(owner):
+            return owner, np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return owner, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 class CoPurchase:

@@ -68,9 +68,9 @@ def current_version(conn: Connection) -> int | None:
 
 
 def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray,
-            quarantined: pd.DataFrame | None = None) -> tuple[int, str]:
-    """Version row, watermark, item embeddings, quarantined rows and (if promoted) the pointer move:
-    all or nothing.
+            quarantined: pd.DataFrame | None = None, neighbours: pd.DataFrame | None = None) -> tuple[int, str]:
+    """Version row, watermark, item embeddings, co-purchase neighbours, quarantined rows and (if
+    promoted) the pointer move: all or nothing.
 
     The pointer moves by compare-and-set: only if it still points at the version the update
     started from. If an operator moved it meanwhile (a rollback during training, say), the new
@@ -97,6 +97,11 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         with raw.cursor().copy("COPY item_embeddings (version, item_id, embedding) FROM STDIN") as copy:
             for item_id, vec in zip(item_ids, item_vecs):
                 copy.write_row((version, item_id, to_literal(vec)))
+        if neighbours is not None and len(neighbours):
+            with raw.cursor().copy("COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN") as copy:
+                copy.set_types(["int4", "text", "text[]", "float4[]"])
+                for row in neighbours.itertuples(index=False):
+                    copy.write_row((version, row.item_id, list(row.partners), list(row.strengths)))
         if quarantined is not None and len(quarantined):
             with raw.cursor().copy("COPY quarantined_rows (version, interaction_id, reason) FROM STDIN") as copy:
                 for row in quarantined.itertuples(index=False):

@@ -11,6 +11,7 @@ benchmark scores a version through this same object, so it measures what the API
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Engine
 from freshrec.db.vectors import read_vectors
 from freshrec.ranking import inputs
 from freshrec.ranking.candidates import CandidateConfig, DayState
-from freshrec.ranking.copurchase import Neighbours
+from freshrec.ranking.copurchase import FetchedNeighbours, Neighbours
 from freshrec.ranking.scorer import RankingModel
 from freshrec.ranking.pipeline import Queries, TowerIndex, day_of, rank
 from freshrec.registry import artifacts
@@ -35,6 +36,7 @@ from freshrec.serving.batcher import MicroBatcher
 from freshrec.models.encoder import Encoder
 from freshrec.models.state_cache import StateCache, encoder_digest, text_hash
 
+log = logging.getLogger("freshrec.serving")
 STATS_TTL_SECONDS = 60.0  # item aggregates are daily: re-read Feast's online store at most once a minute
 
 
@@ -52,7 +54,7 @@ class Snapshot:
     created_at: datetime | None
     sha256: str
     ranking: RankingModel
-    copurchase: Neighbours  # each item's top co-purchase partners, over the rows the version's lineage consumed
+    copurchase: Neighbours | FetchedNeighbours  # each item's top co-purchase partners (the lineage's baskets)
     item_ids: np.ndarray  # the index's order: item row i is item_ids[i]
     titles: list[str]
     store: object  # Feast, for the online per-item aggregates
@@ -188,9 +190,24 @@ FROM item_embeddings e JOIN items i USING (item_id) WHERE e.version = :v ORDER B
 
 
 def _consumed_copurchase(engine: Engine, xid_to: str, item_ids: np.ndarray) -> Neighbours:
+    """Neighbours from the lineage's consumed rows, in process: an unpublished model (the benchmark's
+    full retrain), or a version published before versions stored their own."""
     from freshrec.ranking.copurchase import from_log
 
     return from_log(inputs.consumed_log(engine, xid_to, item_ids)).neighbours()
+
+
+def _published_neighbours(engine: Engine, store, version: int, item_ids: np.ndarray):
+    """The version's own neighbours, read from Feast's online store item by item as requests need them:
+    loading a version reads no interaction."""
+    from freshrec.features import online_neighbours
+
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT EXISTS (SELECT FROM item_neighbours WHERE version = :v)"),
+                              {"v": version}).scalar()
+    if not stored:
+        return None
+    return FetchedNeighbours(lambda ids: online_neighbours(store, version, ids), item_ids, pd.Index(item_ids))
 
 
 def load_snapshot(engine: Engine, version: int, store, dim: int = 128) -> Snapshot:
@@ -202,19 +219,22 @@ def load_snapshot(engine: Engine, version: int, store, dim: int = 128) -> Snapsh
     loaded = artifacts.load_chain(lineage, dim)
     item_ids = np.array([r[0] for r in items], dtype=object)
     params = lineage[-1]["params"]
+    neighbours = _published_neighbours(engine, store, version, item_ids)
+    if neighbours is None:
+        log.warning("version %s predates stored neighbours: computing them from its consumed rows", version)
     return assemble(engine, store, loaded, item_ids, [r[1] for r in items], vecs, lineage[-1]["xid_to"],
                     version=version, created_at=created_at, sha256=lineage[-1]["artifact_sha256"],
-                    max_user_tokens=int(params.get("max_user_tokens", 128)))
+                    max_user_tokens=int(params.get("max_user_tokens", 128)), neighbours=neighbours)
 
 
 def assemble(engine: Engine, store, loaded: artifacts.LoadedVersion, item_ids: np.ndarray, titles: list[str],
              item_vecs: np.ndarray, xid_to: str, version: int | None = None, created_at=None, sha256: str = "",
-             max_user_tokens: int = 128) -> Snapshot:
+             max_user_tokens: int = 128, neighbours=None) -> Snapshot:
     """A snapshot from loaded parts (the benchmark builds unpublished ones the same way)."""
     model = loaded.model.eval()
     device = torch.device("cpu")
     encoder = Encoder(model, loaded.tokenizer, device, cache=StateCache(engine, encoder_digest(model.encoder, device)))
     index = TowerIndex(item_vecs, float(model.log_scale.detach().exp()), float(model.bias.detach()))
     ranking = RankingModel(encoder, index, loaded.ranker, loaded.candidates or CandidateConfig(), max_user_tokens)
-    return Snapshot(version, created_at, sha256, ranking, _consumed_copurchase(engine, xid_to, item_ids), item_ids,
-                    titles, store, loaded)
+    neighbours = neighbours if neighbours is not None else _consumed_copurchase(engine, xid_to, item_ids)
+    return Snapshot(version, created_at, sha256, ranking, neighbours, item_ids, titles, store, loaded)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -19,7 +20,8 @@ import sqlalchemy as sa
 from freshrec.config import Settings, get_settings
 from freshrec.db import cursors, get_engine
 from freshrec.faults import crash_point
-from freshrec.features import FEATURE_REFS, open_store
+from freshrec.features import FEATURE_REFS, open_store, push_item_neighbours
+from freshrec.ranking.copurchase import from_log
 from freshrec.models.state_cache import StateCache, encoder_digest
 from freshrec.ranking.candidates import CandidateConfig
 from freshrec.registry import artifacts
@@ -209,6 +211,8 @@ def _update_locked(world: World, engine, args, gate, parts: _Parts, base_model, 
                 "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
                 "search_params": parts.search.to_dict(),
                 "gate": gate.__dict__, "sample_seed": data.seed, "code_version": code_version()}
+    # The co-purchase partners the version serves with, from every basket its lineage consumed.
+    neighbours = from_log(trained.events).neighbours().frame(trained.events.item_ids)
     uri = artifacts.new_uri(root)
     sha = artifacts.write(uri, trained.model, trained.tokenizer, manifest, metrics, trained.encoder_state,
                           trained.candidate.ranker, candidates, (search.adapter, search.config))
@@ -223,8 +227,9 @@ def _update_locked(world: World, engine, args, gate, parts: _Parts, base_model, 
                    metrics=metrics, feast_project=settings.feast.project, feature_refs=FEATURE_REFS,
                    code_version=manifest["code_version"],
                    device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
-        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined,
+        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined, neighbours,
     )
+    _push_neighbours(store, version, neighbours)
     if status == "candidate":
         log.info(f"the pointer moved while version {version} trained (it started from {parent}): "
             "published as a candidate, the pointer stays; `freshrec promote` to serve it")
@@ -256,6 +261,16 @@ def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> fl
     encoder.stats.hits += serving.stats.hits
     encoder.stats.encoded += serving.stats.encoded
     return time.perf_counter() - started
+
+
+def _push_neighbours(store, version: int, neighbours) -> None:
+    """Online now, so an API serving the version finds them; a failure only delays them to the next
+    `features materialize` (the rows are committed)."""
+    try:
+        push_item_neighbours(store, version, neighbours.assign(valid_from=datetime.now(timezone.utc)))
+    except Exception as err:  # noqa: BLE001 - the version is published either way
+        log.warning(f"version {version}'s neighbours did not reach the online store ({err}); "
+                    "`freshrec features materialize` writes them")
 
 
 @dataclass
