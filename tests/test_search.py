@@ -1,9 +1,6 @@
 """Search as its own pipeline, over HTTP against a live `freshrec serve` and the pre-trained MiniLM:
 it works on day one (a catalog, no interactions, no version), finds known items by their words, with
 a typo and as the customer types, and finds an item the moment it is committed."""
-import json
-import os
-import sys
 from pathlib import Path
 
 import httpx
