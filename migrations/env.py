@@ -16,8 +16,10 @@ FEAST_SCHEMAS = {get_settings().feast.registry_schema, get_settings().feast.onli
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    """Autogenerate must not propose dropping Feast's own tables."""
+    """Autogenerate must not propose dropping Feast's own tables, nor the partitions the publish makes."""
     schema = getattr(obj, "schema", None)
+    if type_ == "table" and reflected and name.startswith("item_embeddings_v"):
+        return False
     return schema not in FEAST_SCHEMAS
 
 

@@ -263,6 +263,9 @@ class ItemNeighbours(Base):
 
 
 class ItemEmbedding(Base):
+    """A version's item vectors, one LIST partition per version (``item_embeddings_v<N>``, made by the
+    publish): each version's own HNSW index, and dropping a version's vectors drops its partition."""
+
     __tablename__ = "item_embeddings"
     __table_args__ = (
         sa.Index(
@@ -271,6 +274,7 @@ class ItemEmbedding(Base):
             postgresql_using="hnsw",
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
+        {"postgresql_partition_by": "LIST (version)"},
     )
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)

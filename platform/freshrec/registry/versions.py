@@ -93,6 +93,9 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
             {"version": version, "xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count,
              "id_sum": cut.id_sum, "tmin": cut.event_time_min, "tmax": cut.event_time_max},
         )
+        # The version's own partition, with its own HNSW index (the number is ours: the table is locked).
+        conn.execute(sa.text(f"CREATE TABLE item_embeddings_v{int(version)} PARTITION OF item_embeddings "
+                             f"FOR VALUES IN ({int(version)})"))
         raw = conn.connection.driver_connection
         with raw.cursor().copy("COPY item_embeddings (version, item_id, embedding) FROM STDIN") as copy:
             for item_id, vec in zip(item_ids, item_vecs):

@@ -24,6 +24,15 @@ from freshrec.serving.watcher import PointerWatcher, SnapshotHolder
 log = logging.getLogger("freshrec.serving")
 
 
+def _between_requests(state: ApiState) -> None:
+    """What the watcher thread does on every wake-up, off the requests' path: the search side catches
+    up with the catalog, the serving version re-reads its item aggregates once a minute."""
+    current = state.holder.current
+    state.search.sync(current)
+    if current is not None:
+        current.refresh()
+
+
 def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
     settings = settings or get_settings()
     metrics = ApiMetrics()
@@ -40,7 +49,7 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
         holder.sync()
         state.search.sync(holder.current)  # day one too: full text and the pre-trained encoder
         watcher = PointerWatcher(holder, database_url(settings), settings.serving.poll_seconds,
-                                 also=lambda: state.search.sync(holder.current)) if watch else None
+                                 also=lambda: _between_requests(state)) if watch else None
         if watcher:
             watcher.start()
         yield

@@ -121,18 +121,27 @@ class Snapshot:
     def day_state(self, clock: datetime | None = None) -> DayState:
         """Co-purchase of this version and the newest item aggregates from Feast's online store.
 
-        Re-read when the data clock's day changes (the aggregates are daily) and at most once a
-        minute within a day: keyed by the data's clock, so a replay that ranks several weeks within a
-        minute of wall clock reads each week's own aggregates.
+        Keyed by the data's clock: read again when its day changes (the aggregates are daily), so a
+        replay that ranks several weeks within a minute of wall clock reads each week's own. Within
+        a day, ``refresh`` re-reads them in the background (the API's watcher thread, once a
+        minute): no request pays for a read over the whole catalog. ``clock`` None: the day held.
         """
-        now = time.monotonic()
         day = float(day_of(np.array([clock.timestamp()]))[0]) if clock is not None else None
         cached = self._day
-        if cached is None or cached[0] != day or now - cached[1] > STATS_TTL_SECONDS:
-            stats = inputs.online_stats_array(self.store, self.item_ids)
-            cached = (day, now, DayState(self.copurchase, stats))
-            self._day = cached
+        if cached is None or (day is not None and cached[0] != day):
+            cached = self._read_day(day if day is not None else (cached[0] if cached else None))
         return cached[2]
+
+    def refresh(self) -> None:
+        """Re-read the item aggregates when a minute has passed (the API calls it between requests)."""
+        cached = self._day
+        if cached is not None and time.monotonic() - cached[1] > STATS_TTL_SECONDS:
+            self._read_day(cached[0])
+
+    def _read_day(self, day: float | None) -> tuple:
+        cached = (day, time.monotonic(), DayState(self.copurchase, inputs.online_stats_array(self.store, self.item_ids)))
+        self._day = cached  # one assignment: a request reads the old state or the new, whole
+        return cached
 
     def hits(self, rows: np.ndarray, scores: np.ndarray, sources=None) -> list[Hit]:
         return [Hit(str(self.item_ids[r]), self.titles[r], float(s), tuple(sources[n]) if sources else ())
