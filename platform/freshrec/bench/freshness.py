@@ -103,7 +103,7 @@ def _latencies(engine, sent: list[dict], changes: list[tuple[float, int]]) -> pd
 
 
 def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: float, out_dir: Path, command: str,
-        port: int = 8790, min_gate_baskets: int = 20, echo=print) -> dict:
+        port: int = 8790, min_gate_baskets: int = 10, echo=print) -> dict:
     started = time.perf_counter()
     base, base_url = get_settings(), database_url()
     tag = f"{os.getpid()}_{int(time.time())}"

@@ -90,7 +90,7 @@ def freshness(
     min_rows: int = typer.Option(500, help="the watcher's --min-rows"),
     max_age: float = typer.Option(20.0, help="the watcher's --max-age (seconds)"),
     port: int = typer.Option(8790, help="port for the API under test"),
-    min_gate_baskets: int = typer.Option(20, help="the watcher's --min-gate-baskets (the gate's evidence)"),
+    min_gate_baskets: int = typer.Option(10, help="the watcher's --min-gate-baskets (the gate's evidence)"),
     out: Path = OUT,
 ) -> None:
     """Event-to-served latency: post real events at steady rates to a live API while `update --watch` runs;

@@ -45,7 +45,7 @@ def update(
     seed: int = _option("seed"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="compare with the parent before promoting"),
     tolerance: float = typer.Option(0.1, help="a candidate may trail its parent (and the best promoted version) by this fraction of its score"),
-    min_gate_baskets: int = typer.Option(20, help="held-out baskets each gate slice needs; with fewer, no version is made and the rows wait"),
+    min_gate_baskets: int = typer.Option(10, help="held-out baskets each gate slice needs; with fewer, no version is made and the rows wait"),
     candidates: str = typer.Option("100,30,30,20", help="candidates per user from each source: repeat,tower,copurchase,popular"),
     watch: bool = typer.Option(False, "--watch", help="keep running: update whenever enough new rows are in"),
     min_rows: int = _option("min_rows", source="watch"),

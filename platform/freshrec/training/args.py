@@ -52,8 +52,10 @@ class GateArguments:
     k: int = field(default=20, metadata={"help": "cut-off of Recall@K and NDCG@K"})
     tolerance: float = field(default=0.1, metadata={"help": "a candidate may trail its parent (and the best promoted version) by this fraction of its score"})
     max_eval_baskets: int = field(default=400, metadata={"help": "baskets scored per slice"})
-    # Fewer held-out baskets than this is no evidence: no version is made, the rows wait for more.
-    min_baskets: int = field(default=20, metadata={"help": "baskets each gate slice needs before a verdict"})
+    # Fewer held-out baskets than this is no evidence: no version is made, the rows wait for more. 10: a
+    # week of the bundled shop holds 11 to 30 in its gate slice (the newest tenth of its rows), so weekly
+    # updates are judged; a day's trickle waits for more.
+    min_baskets: int = field(default=10, metadata={"help": "baskets each gate slice needs before a verdict"})
     enabled: bool = field(default=True, metadata={"help": "False (--no-gate) promotes without comparing"})
 
     def __post_init__(self) -> None:
