@@ -127,6 +127,28 @@ def search(
 
 
 @app.command()
+def scale(
+    factor: str = typer.Option("1,3,10", help="comma-separated shop sizes: copies of the bundled shop's first 14 weeks"),
+    model: str = typer.Option("tiny", help="tiny, minilm or a local encoder path"),
+    seconds: float = typer.Option(10.0, help="load per latency cell"),
+    concurrency: str = typer.Option("1,8", help="comma-separated concurrent clients"),
+    port: int = typer.Option(8798, help="port for the API under test"),
+    out: Path = OUT,
+) -> None:
+    """What an N-times shop costs: load, materialize, version 1 and 2 (with each step), the updater's and
+    the API's memory, the API's start, hot swap and latency, the tables' rows; how each step grows."""
+    from freshrec.bench import scale as bench_scale
+
+    with user_errors():
+        factors = [int(f) for f in factor.split(",")]
+        if not factors or min(factors) < 1:
+            raise ValueError("--factor: positive whole numbers, e.g. 1,3,10")
+        migrated_engine(migrate=True)
+        bench_scale.run(factors, model, out, _command(), port, tuple(int(c) for c in concurrency.split(",")), seconds,
+                        echo=typer.echo)
+
+
+@app.command()
 def rankers(
     weeks: str = typer.Option("4,12,20,28,36", help="test weeks (0 = the week after the first 13), comma-separated"),
     train_weeks: int = typer.Option(8, help="weeks of baskets before each test week to train on"),

@@ -1,0 +1,36 @@
+"""`freshrec bench scale --factor 1,3` with the tiny model, through the CLI, on a fresh home: every measure of
+every factor, and the growth table beside the new rows' growth."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_three_times_shop_is_measured_beside_the_bundled_one(tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("FRESHREC_DATABASE_URL", None)
+    env["FRESHREC_HOME"] = str(tmp_path / "home")
+    out = tmp_path / "out"
+    cmd = ["freshrec", "bench", "scale", "--factor", "1,3", "--seconds", "2", "--concurrency", "1", "--port", "8805",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    finally:
+        subprocess.run(["freshrec", "db", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
+    result = json.loads((out / "scale.json").read_text())
+    one, three = result["rows"]
+    assert (one["factor"], three["factor"]) == (1, 3)
+    assert three["rows_interactions"] == 3 * one["rows_interactions"]  # three independent copies
+    assert three["v2_new_rows"] == 3 * one["v2_new_rows"]
+    for row in (one, three):
+        assert row["v1_s"] > 0 and row["v2_s"] > 0 and 0 < row["v2_over_v1"]
+        assert row["v2_peak_rss_mib"] > 100 and row["api_rss_mib"] > 100 and row["api_ready_s"] > 0
+        assert row["api_hot_swap_s"] > 0 and row["api_p99_ms_c1"] >= row["api_p50_ms_c1"] > 0 and row["api_errors_c1"] == 0
+    assert one["api_feast_serve_p99_ms_c1"] > 0
+    (grown,) = result["growth"]
+    assert grown["factor"] == 3 and grown["new rows x"] == 3 and "train_s" in grown
+    assert (out / "scale.png").read_bytes()[:4] == b"\x89PNG"
