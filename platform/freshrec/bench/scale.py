@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import date
@@ -186,7 +185,6 @@ def growth(rows: list[dict]) -> list[dict]:
     first = rows[0]
     out = []
     for row in rows[1:]:
-        n = row["factor"] / first["factor"]
         g = {"factor": row["factor"], "new rows x": row["v2_new_rows"] / first["v2_new_rows"]}
         for step in STEPS:
             key = f"v2_{step}"
