@@ -14,7 +14,11 @@ from sqlalchemy.types import UserDefinedType
 # Fixed by the schema: HNSW indexes need a declared dimension. Changing it is a migration.
 EMBEDDING_DIM = 128
 EVENT_TYPES = ("view", "click", "cart", "purchase")
-VERSION_STATUSES = ("training", "candidate", "promoted", "rejected")
+# erased: trained on rows a customer's erasure removed; its artifacts and vectors are deleted, its lineage
+# stays, and ``replaced_by`` names the version replayed without those rows.
+VERSION_STATUSES = ("training", "candidate", "promoted", "rejected", "erased")
+DEPLOYMENT_ACTIONS = ("promote", "rollback", "erase")
+ERASURE_STATES = ("pending", "replaying", "done", "failed")
 STRATEGIES = ("head", "lora", "full")
 
 NAMING_CONVENTION = {
@@ -215,6 +219,7 @@ class ModelVersion(Base):
     device: Mapped[str] = mapped_column(sa.Text)
     timings: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created()
+    replaced_by: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.version"))
 
 
 class Watermark(Base):
@@ -232,6 +237,8 @@ class Watermark(Base):
     event_time_min: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     event_time_max: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
+    # A replayed version's cut: the same range, without the rows these erasures removed.
+    excludes_erasures: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger), server_default=sa.text("'{}'::bigint[]"))
 
 
 class QuarantinedRow(Base):
@@ -301,11 +308,51 @@ class Deployment(Base):
     """History of the ``current`` pointer; its newest row is the serving version."""
 
     __tablename__ = "deployments"
-    __table_args__ = (sa.CheckConstraint("action IN ('promote', 'rollback')", name="action"),)
+    __table_args__ = (sa.CheckConstraint(f"action IN {DEPLOYMENT_ACTIONS}", name="action"),)
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"))
     previous_version: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.version"))
     action: Mapped[str] = mapped_column(sa.Text)
     actor: Mapped[str] = mapped_column(sa.Text)
     reason: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class Erasure(Base):
+    """A request to forget customers: their rows went in one transaction; the versions that saw them
+    are replayed without them (``state``: pending until the replay, then done or failed)."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (sa.CheckConstraint(f"state IN {ERASURE_STATES}", name="state"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    state: Mapped[str] = mapped_column(sa.Text)
+    users: Mapped[int] = mapped_column(sa.Integer)
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    now: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.text("false"))
+    requested_at: Mapped[datetime] = _created()
+    deadline: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    clean_version: Mapped[int | None] = mapped_column(sa.Integer)
+    serving_version: Mapped[int | None] = mapped_column(sa.Integer)
+    replay: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"))
+    message: Mapped[str] = mapped_column(sa.Text, server_default="")
+
+
+class ErasureLog(Base):
+    """Which versions consumed an erased customer's rows, and the rows' transactions. No personal data."""
+
+    __tablename__ = "erasure_log"
+    erasure_id: Mapped[int] = mapped_column(sa.ForeignKey("erasures.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    xid: Mapped[Any] = mapped_column(XID8, primary_key=True)
+
+
+class Tombstone(Base):
+    """A keyed hash of an erased customer's id, or of one of their events' keys: a reload skips those."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (sa.CheckConstraint("kind IN ('user', 'event')", name="kind"),)
+    kind: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    key_hash: Mapped[bytes] = mapped_column(sa.LargeBinary, primary_key=True)
+    erasure_id: Mapped[int] = mapped_column(sa.ForeignKey("erasures.id"))
     created_at: Mapped[datetime] = _created()

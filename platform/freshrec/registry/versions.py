@@ -47,8 +47,9 @@ VALUES ((SELECT coalesce(max(version), 0) + 1 FROM model_versions), :parent_vers
     CAST(:metrics AS jsonb), :feast_project, CAST(:feature_refs AS jsonb), :code_version, :device, CAST(:timings AS jsonb))
 RETURNING version"""
 _INSERT_WATERMARK = """
-INSERT INTO watermarks (version, xid_from, xid_to, row_count, id_sum, event_time_min, event_time_max)
-VALUES (:version, CAST(:xid_from AS xid8), CAST(:xid_to AS xid8), :row_count, :id_sum, :tmin, :tmax)"""
+INSERT INTO watermarks (version, xid_from, xid_to, row_count, id_sum, event_time_min, event_time_max, excludes_erasures)
+VALUES (:version, CAST(:xid_from AS xid8), CAST(:xid_to AS xid8), :row_count, :id_sum, :tmin, :tmax,
+        CAST(:excludes AS bigint[]))"""
 
 
 def _json_safe(value):
@@ -68,7 +69,8 @@ def current_version(conn: Connection) -> int | None:
 
 
 def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray,
-            quarantined: pd.DataFrame | None = None, neighbours: pd.DataFrame | None = None) -> tuple[int, str]:
+            quarantined: pd.DataFrame | None = None, neighbours: pd.DataFrame | None = None,
+            excludes_erasures: tuple[int, ...] = ()) -> tuple[int, str]:
     """Version row, watermark, item embeddings, co-purchase neighbours, quarantined rows and (if
     promoted) the pointer move: all or nothing.
 
@@ -91,7 +93,8 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         conn.execute(
             sa.text(_INSERT_WATERMARK),
             {"version": version, "xid_from": cut.xid_from, "xid_to": cut.xid_to, "row_count": cut.row_count,
-             "id_sum": cut.id_sum, "tmin": cut.event_time_min, "tmax": cut.event_time_max},
+             "id_sum": cut.id_sum, "tmin": cut.event_time_min, "tmax": cut.event_time_max,
+             "excludes": list(excludes_erasures)},
         )
         # The version's own partition, with its own HNSW index (the number is ours: the table is locked).
         conn.execute(sa.text(f"CREATE TABLE item_embeddings_v{int(version)} PARTITION OF item_embeddings "
