@@ -51,7 +51,7 @@ def test_two_week_run_has_every_arm_split_metrics_intervals_and_exact_watermarks
     costs = {c["arm"] for c in result["costs"]}
     assert costs == {"pipeline-incremental-head", "pipeline-full-retrain-head"}
     assert all(c["train_s"] > 0 and c["peak_rss_mib"] > 0 and 0 <= c["other_cpu"] for c in result["costs"])
-    coverage = result["watermark_coverage"]["head"]
+    coverage = result["watermark_coverage"]["pipeline-incremental-head"]
     # Every loaded row lies in exactly one watermark along the incremental arm's chain.
     assert coverage["loaded"] == coverage["consumed"] == coverage["distinct_consumed"] and coverage["audit_consistent"]
     assert (out / "updates.md").read_text().startswith("| arm | Recall@20 |")

@@ -42,3 +42,28 @@ def test_a_version_fine_tuned_on_shuffled_query_pairs_is_rejected(module_db, ret
     assert learned["candidate"]["known_items"]["rr"] >= learned["day_one"]["known_items"]["rr"]
     with get_engine().connect() as conn:
         assert conn.execute(sa.text("SELECT version FROM current_version")).scalar() == first.version
+
+
+def test_the_known_item_set_is_fixed_as_the_catalog_grows(make_database):
+    """Members are chosen by a hash of the item id and their queries written once: a bigger catalog adds
+    members and keeps every earlier query word for word; the updater's exclusions hold all of them."""
+    import pandas as pd
+
+    from freshrec.search.knownitem import known_items, training_exclusions
+
+    make_database("known")
+    engine = get_engine()
+    titles = [f"{colour} {thing} {kind} holder" for colour in ("red", "blue", "green", "pink", "white")
+              for thing in ("heart", "star", "owl", "cake") for kind in ("glass", "tin", "paper")]
+    catalog = pd.DataFrame({"item_id": [f"I{n:03d}" for n in range(len(titles))], "title": titles})
+    first = known_items(engine, catalog.head(30)).queries
+    grown = known_items(engine, catalog).queries
+    assert 0 < first["item_id"].nunique() < 30 and grown["item_id"].nunique() > first["item_id"].nunique()
+    kept = grown.merge(first, on=["item_id", "variant"], suffixes=("", "_before"))
+    assert len(kept) == len(first) and (kept["query"] == kept["query_before"]).all()
+    # Later members never change an earlier item's membership, and every query of the set is excluded.
+    assert set(first["item_id"]) == set(grown["item_id"]) & set(catalog.head(30)["item_id"])
+    excluded = training_exclusions(known_items(engine, catalog))
+    assert all((" ".join(q.lower().split()), i) in excluded for q, i in zip(grown["query"], grown["item_id"]))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM known_item_queries")).scalar() == len(grown)

@@ -356,3 +356,14 @@ class Tombstone(Base):
     key_hash: Mapped[bytes] = mapped_column(sa.LargeBinary, primary_key=True)
     erasure_id: Mapped[int] = mapped_column(sa.ForeignKey("erasures.id"))
     created_at: Mapped[datetime] = _created()
+
+
+class KnownItemQuery(Base):
+    """A query of the fixed known-item set search is judged on (the gate's forgetting check, the
+    benchmark): written once per item and kind, never changed, never trained on."""
+
+    __tablename__ = "known_item_queries"
+    item_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    variant: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    query: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = _created()

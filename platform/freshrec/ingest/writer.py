@@ -113,7 +113,7 @@ FROM _stage_interactions s LEFT JOIN items i ON i.item_id = s.item_id
 WHERE i.item_id IS NULL OR s.event_time < i.valid_from ORDER BY s.row_no LIMIT 1"""
 
 
-def _check_known_items(conn: Connection, source: str) -> None:
+def _check_item_texts(conn: Connection, source: str) -> None:
     """Every event names a catalog item whose text existed at the event's time (training reads that text)."""
     bad = conn.execute(sa.text(_FIRST_UNKNOWN)).first()
     if bad is None:
@@ -146,7 +146,7 @@ def write_batch(
         summary.item_texts_new = len(conn.execute(sa.text(_INSERT_TEXTS)).all())
         staged = conn.execute(sa.text(_REFRESH_ITEMS)).rowcount
         summary.items_updated = staged - summary.items_new
-        _check_known_items(conn, source)
+        _check_item_texts(conn, source)
         inserted = conn.execute(sa.text(_INSERT_INTERACTIONS)).all()
         summary.interactions_inserted = len(inserted)
         summary.interactions_duplicate = len(interactions) - len(inserted)
