@@ -26,6 +26,10 @@ def test_a_parent_that_scores_zero_no_longer_lets_anything_through():
     assert verdict.status == "failed" and "P-TopFreq" in verdict.reason
     scores["candidate"] = _slices(0.31)
     assert decide(scores, GateArguments()).status == "passed"
+    # The floor has the tolerance, as the parent's has: ten baskets measure P-TopFreq noisily too.
+    scores["candidate"] = _slices(0.28)
+    assert decide(scores, GateArguments(tolerance=0.1)).status == "passed"
+    assert decide(scores, GateArguments(tolerance=0.05)).status == "failed"
 
 
 def test_one_basket_is_not_evidence_the_verdict_waits():

@@ -192,10 +192,10 @@ def _train_search(engine, start, trained: Trained, cut, seed: int, args: Trainin
     return _SearchOutcome(side, adapter, parent, start.parent is None, SearchConfig(), pairs, fit)
 
 
-def _best_promoted(engine, exclude: int | None) -> int | None:
+def _best_promoted(engine) -> int | None:
     """The version still in the promotion history whose gate Recall@K was highest relative to P-TopFreq's."""
     with engine.connect() as conn:
-        stack = [v for v in promotion_stack(conn) if v != exclude]
+        stack = promotion_stack(conn)
         if not stack:
             return None
         return conn.execute(sa.text(
@@ -213,8 +213,8 @@ def _judge(engine, trained: Trained, slices, gate: GateArguments, parent: int | 
               "p_topfreq": {s: gating.score_p_topfreq(trained.events, b, trained.days, gate.k) for s, b in slices.items()}}
     if trained.parent is not None:
         scores["parent"] = on_slices(trained.parent)
-    best = _best_promoted(engine, exclude=parent) if gate.enabled and parent is not None else None
-    if best is not None:
+    best = _best_promoted(engine) if gate.enabled and parent is not None else None
+    if best is not None and best != parent:  # the parent is scored above
         start = start_from(engine, best, None, args.embedding_dim)
         model = ranking_model(engine, start.model, start.tokenizer, trained.device, None, trained.catalog,
                               start.ranker, start.loaded.candidates or trained.candidate.config, args)

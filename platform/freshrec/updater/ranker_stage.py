@@ -75,9 +75,14 @@ def _start(parent: Ranker | None, hidden: int) -> tuple[Ranker, bool, str]:
 
 
 def train_ranker(parent_ranker: Ranker | None, scorers: Scorers, log: EventLog, data: TrainingData,
-                 days: OfflineDays, args: RankerArguments, browse: BrowseLog | None = None) -> tuple[Ranker, RankerResult, dict]:
+                 days: OfflineDays, args: RankerArguments, browse: BrowseLog | None = None
+                 ) -> tuple[Ranker | None, RankerResult, dict]:
     """A child of ``parent_ranker`` (warm start, L2 toward it), or a fresh ranker when there is none
-    or the parent's feature list is not this code's (an upgrade): then it says so in ``info``."""
+    or the parent's feature list is not this code's (an upgrade): then it says so in ``info``.
+
+    With no training example (nobody in the new rows had a history), a warm start keeps the
+    parent's ranker as it is; a fresh one cannot learn, so the version ranks by its towers' order
+    (None), as versions from before the ranker did, and ``info`` says so."""
     rows = data.train_rows
     new = basket_frame(rows[~rows["replay"]])
     older = basket_frame(rows[rows["replay"]], limit=int(round(len(new) * args.replay_baskets)))
@@ -89,8 +94,10 @@ def train_ranker(parent_ranker: Ranker | None, scorers: Scorers, log: EventLog, 
             "features": len(ranker.feature_names), "out_of_fold": scorers[0][1] is not None}
     if fresh:
         info["fresh"] = fresh
-    if len(train.labels) == 0 and warm:  # nobody in the new rows had a history
-        return ranker, RankerResult(), info
+    if len(train.labels) == 0:
+        if not warm:
+            info["untrained"] = "no basket in the new rows had a history: the towers' order ranks"
+        return (ranker if warm else None), RankerResult(), info
     result = fit(ranker, (train.features, train.labels), (valid.features, valid.labels), args, from_parent=warm,
                  names=FEATURES)
     return ranker, result, info

@@ -194,7 +194,7 @@ def train_version(engine, data: TrainingData, cut: Cut, start: Start, args: Trai
     timings["ranker_s"] = time.perf_counter() - t
     log.info(f"ranker: {ranker_result.epochs} epochs on {ranker_result.examples:,} candidates of "
              f"{ranker_info['train_baskets']:,} baskets ({ranker_result.positives:,} bought)"
-             + (f"; {ranker_info['fresh']}" if ranker_info.get("fresh") else ""))
+             + "".join(f"; {ranker_info[k]}" for k in ("fresh", "untrained") if k in ranker_info))
     return Trained(model, tokenizer, towers, encoder_state, encoder_meta, candidate, parent_rm, events, browse, days,
                    ranker_result, ranker_info, cache, device, catalog, timings)
 
