@@ -70,6 +70,19 @@ def test_rows_not_yet_due_set_the_wait_to_when_the_oldest_comes_due(rows):
     assert not _due(state, args) and 29 <= _wait(state, args, None) <= 30
 
 
+def test_after_a_deferral_the_next_try_waits_for_a_tenth_more_rows_or_min_rows_more():
+    from freshrec.updater.args import WatchArguments
+    from freshrec.updater.watch import _due
+
+    args = WatchArguments(min_rows=100, max_age=0, poll=60)
+    state = lambda rows: {"rows_unseen": rows, "oldest_unseen_seconds": 3600.0}  # noqa: E731 - a fixture value
+    assert _due(state(50), args)  # old enough: due without a deferral
+    assert not _due(state(51), args, deferred_at=50) and not _due(state(54), args, deferred_at=50)
+    assert _due(state(55), args, deferred_at=50)  # a tenth more
+    assert not _due(state(5_050), args, deferred_at=5_000) and _due(state(5_100), args, deferred_at=5_000)  # min_rows more
+    assert _due(state(2), args, deferred_at=1)  # at least one row more, however few
+
+
 def test_a_failing_update_backs_off_with_growing_delays(rows, tmp_path):
     log = (tmp_path / "watch.log").open("w+")
     watcher = _watch("/no/such/model", "--backoff", "1", log=log)

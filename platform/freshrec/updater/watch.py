@@ -56,9 +56,11 @@ class _Signals:
 
 
 def _due(state: dict, args: WatchArguments, deferred_at: int = 0) -> bool:
-    """Enough rows, or old enough ones; after a deferral (too little evidence), only once more rows came."""
+    """Enough rows, or old enough ones; after a deferral (too little evidence), only once enough more came."""
     rows, age = state["rows_unseen"], state["oldest_unseen_seconds"] or 0.0
-    if deferred_at and rows <= deferred_at:
+    # Growth that can change the verdict: a tenth more rows, or min_rows more, whichever comes first
+    # (one row more is one update more, deferred again).
+    if deferred_at and rows < deferred_at + max(1, min(deferred_at // 10, args.min_rows)):
         return False
     return rows >= args.min_rows or (rows > 0 and age >= args.max_age)
 
