@@ -241,7 +241,7 @@ def test_health_and_metrics(client, served_db):
 
 
 def test_weak_tokens_are_refused_outside_development():
-    read = {"api_read_token": "r" * 16}
+    read = {"api_read_token": "r" * 16, "erasure": {"key": "k" * 16}}
     with pytest.raises(ValueError, match="at least 16 characters"):
         Settings(environment="production", api_token=" ", **read)
     with pytest.raises(ValueError, match="at least 16 characters"):
@@ -346,7 +346,8 @@ def test_per_user_reads_need_the_read_token_outside_development(served_db):
     """A customer's recommendations are their purchase history: outside development only the read (or
     admin) token reads them; catalog search stays open; /readyz names no artifact location."""
     admin, reader = "a" * 16 + "-admin", "r" * 16 + "-read"
-    settings = Settings(environment="production", api_token=admin, api_read_token=reader)
+    erasure = {"key": "k" * 16}
+    settings = Settings(environment="production", api_token=admin, api_read_token=reader, erasure=erasure)
     user = _known_user()
     with TestClient(create_app(settings, watch=False)) as c:
         for path, params in ((f"/v1/users/{user}/recommendations", {}), ("/v1/search", {"q": "bag", "user_id": user})):
@@ -361,7 +362,7 @@ def test_per_user_reads_need_the_read_token_outside_development(served_db):
         c.app.state.api.holder.refused[1] = "TamperedArtifact: /secret/path/artifacts/abc: sha256 does not match"
         assert c.get("/readyz").json()["refused"] == {"1": "TamperedArtifact"}
         assert "/secret/path" in c.get("/readyz", headers={"Authorization": f"Bearer {admin}"}).json()["refused"]["1"]
-    closed = Settings(environment="production", api_token=admin, api_read_token=reader,
+    closed = Settings(environment="production", api_token=admin, api_read_token=reader, erasure=erasure,
                       serving={"open_catalog_search": False})
     with TestClient(create_app(closed, watch=False)) as c:
         assert c.get("/v1/search", params={"q": "bag"}).status_code == 401
@@ -370,6 +371,8 @@ def test_per_user_reads_need_the_read_token_outside_development(served_db):
         Settings(environment="production", api_token=admin)
     with pytest.raises(ValueError, match="must differ"):
         Settings(environment="production", api_token=admin, api_read_token=admin)
+    with pytest.raises(ValueError, match="FRESHREC_ERASURE__KEY must be set"):
+        Settings(environment="production", api_token=admin, api_read_token=reader)
 
 
 def test_a_version_load_reads_no_interaction_rows(served_db):

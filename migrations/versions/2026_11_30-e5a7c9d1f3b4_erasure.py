@@ -20,16 +20,17 @@ STATUSES = "('training', 'candidate', 'promoted', 'rejected', 'erased')"
 ACTIONS_BEFORE = "('promote', 'rollback')"
 ACTIONS = "('promote', 'rollback', 'erase')"
 
-# Rows of an erasure's log that a live version still learned from: every live version whose lineage
-# holds a watermark range containing an erased row's transaction, unless that watermark was replayed
-# without the erasure's rows. After an erasure completes this returns no row.
+# The proof: an erased row's transaction inside a live version's lineage, in a watermark that was not
+# replayed without that erasure. Joined on the transaction id (not on the versions the log named at
+# request time), so it also catches a version published later from a cut that still held the rows.
+# After an erasure is done this returns no row.
 PROOF = """
-SELECT a.version, e.erasure_id, e.version AS consumed_by, e.xid
+SELECT a.version, e.erasure_id, w.version AS consumed_by, e.xid
 FROM erasure_log e
-JOIN watermarks w ON e.xid >= w.xid_from AND e.xid < w.xid_to
+JOIN watermarks w ON e.xid >= w.xid_from AND e.xid < w.xid_to AND NOT (e.erasure_id = ANY (w.excludes_erasures))
 JOIN version_ancestry a ON a.ancestor = w.version
 JOIN model_versions v ON v.version = a.version
-WHERE v.status <> 'erased' AND NOT (e.erasure_id = ANY (w.excludes_erasures))"""
+WHERE v.status <> 'erased'"""
 
 
 def _checks(statuses: str, actions: str) -> None:
@@ -60,17 +61,19 @@ def upgrade() -> None:
         sa.Column("serving_version", sa.Integer(), nullable=True),
         sa.Column("replay", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
         sa.Column("message", sa.Text(), server_default="", nullable=False),
+        sa.Column("requested_by", sa.Text(), server_default="cli", nullable=False),
         sa.CheckConstraint("state IN ('pending', 'replaying', 'done', 'failed')", name=op.f("ck_erasures_state")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_erasures")),
     )
     op.create_table(
         "erasure_log",
         sa.Column("erasure_id", sa.BigInteger(), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("xid", freshrec.db.models.XID8(), nullable=False),
+        sa.Column("rows", sa.Integer(), nullable=False),
+        sa.Column("versions", postgresql.ARRAY(sa.Integer()), server_default=sa.text("'{}'::integer[]"),
+                  nullable=False),
         sa.ForeignKeyConstraint(["erasure_id"], ["erasures.id"], name=op.f("fk_erasure_log_erasure_id_erasures")),
-        sa.ForeignKeyConstraint(["version"], ["model_versions.version"], name=op.f("fk_erasure_log_version_model_versions")),
-        sa.PrimaryKeyConstraint("erasure_id", "version", "xid", name=op.f("pk_erasure_log")),
+        sa.PrimaryKeyConstraint("erasure_id", "xid", name=op.f("pk_erasure_log")),
     )
     op.create_table(
         "tombstones",

@@ -48,6 +48,14 @@ class IngestSettings(BaseModel):
     max_future_seconds: float = Field(300.0, ge=0, description="how far ahead of now an event_time may be (clock skew)")
 
 
+class ErasureSettings(BaseModel):
+    # The key of the tombstones' keyed hashes (HMAC-SHA256 of erased user ids and event keys): every
+    # process that loads data or forgets customers needs the same one. Unset in development: a key
+    # file under $FRESHREC_HOME, made on first use; outside development it must be set.
+    key: SecretStr | None = None
+    batch_seconds: float = Field(900.0, ge=0, description="requests within this many seconds share one replay")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRESHREC_", env_nested_delimiter="__", extra="ignore")
 
@@ -63,6 +71,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     serving: ServingSettings = ServingSettings()
     ingest: IngestSettings = IngestSettings()
+    erasure: ErasureSettings = ErasureSettings()
 
     @model_validator(mode="after")
     def _refuse_weak_tokens_in_production(self) -> Settings:
@@ -78,6 +87,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} must have at least {MIN_TOKEN_CHARS} characters outside development")
         if self.api_token.get_secret_value() == self.api_read_token.get_secret_value():
             raise ValueError("FRESHREC_API_READ_TOKEN must differ from FRESHREC_API_TOKEN (the admin token)")
+        key = self.erasure.key.get_secret_value() if self.erasure.key is not None else ""
+        if len(key.strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"FRESHREC_ERASURE__KEY must be set (at least {MIN_TOKEN_CHARS} characters) outside "
+                             "development: the tombstones' keyed hashes need one key shared by every process")
         return self
 
     @property

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 
 CRASH_ENV = "FRESHREC_CRASH_AT"
-POINTS = ("after-cut", "training", "artifact-written", "before-commit")
+POINTS = ("after-cut", "training", "artifact-written", "before-commit",
+          # an erasure: its data transaction, and the replay's retiring of the versions that saw the rows
+          "erasure-rows-deleted", "erasure-retire")
 # ``FRESHREC_PAUSE_AT=<point>=<seconds>``: sleep there, to line two processes up on a race exactly.
 PAUSE_ENV = "FRESHREC_PAUSE_AT"
-PAUSE_POINTS = ("profile-push",)
+PAUSE_POINTS = ("profile-push", "materialize-written")
 
 
 hooks: dict[str, Callable[[], None]] = {}

@@ -7,7 +7,8 @@
     freshrec load items FILE | load interactions FILE
     freshrec features apply | features materialize
     freshrec update [--strategy head|lora|full] [--base-model PATH] [--no-gate]
-    freshrec versions [--json] | lineage VERSION [--json] | promote VERSION | rollback | history
+    freshrec versions [--json] | lineage VERSION|--user ID [--json] | promote VERSION | rollback | history
+    freshrec forget USER_ID... [--now] [--defer] | erasures [ID] [--run] [--proof]
     freshrec update --watch [--min-rows N] [--max-age S]   # keep updating as rows arrive
     freshrec status | history | cache status|prune
     freshrec serve [--host H] [--port P]             # the REST API
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from freshrec.cli import bench, db, features, load, models, status
+from freshrec.cli import bench, db, erasure, features, load, models, status
 from freshrec.cli.demo import demo
 from freshrec.cli.serve import serve
 
@@ -30,7 +31,8 @@ app.add_typer(status.cache_app, name="cache")
 app.command()(demo)
 app.command()(serve)
 app.command()(status.status)
-for verb in (models.update, models.versions, models.lineage, models.promote, models.rollback, models.history):
+for verb in (models.update, models.versions, models.lineage, models.promote, models.rollback, models.history,
+             erasure.forget, erasure.erasures):
     app.command()(verb)
 
 

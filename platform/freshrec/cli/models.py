@@ -88,10 +88,25 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
     typer.echo(json.dumps(rows, default=str, indent=2)) if as_json else echo_table(rows)
 
 
-def lineage(version: int, as_json: bool = typer.Option(False, "--json")) -> None:
-    """A version's parent chain: watermarks, row counts, feature refs, metrics, artifact and sha256."""
+def lineage(
+    version: int = typer.Argument(None, help="a version: its parent chain"),
+    user: str = typer.Option(None, "--user", help="a customer: every live version that learned from their rows"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A version's parent chain (watermarks, row counts, feature refs, metrics, artifact and sha256), or with
+    --user which live versions learned from a customer's rows (what an erasure would replay)."""
     from freshrec.registry.versions import chain
 
+    if (version is None) == (user is None):
+        typer.secho("error: give a VERSION or --user USER_ID", fg="red", err=True)
+        raise typer.Exit(2)
+    if user is not None:
+        from freshrec.erasure import versions_that_saw
+
+        with user_errors(), migrated_engine().connect() as conn:
+            rows = versions_that_saw(conn, user)
+        typer.echo(json.dumps({"user_id": user, "versions": rows}, default=str, indent=2)) if as_json else echo_table(rows)
+        return
     with user_errors(), migrated_engine().connect() as conn:
         rows = chain(conn, version)
     if as_json:

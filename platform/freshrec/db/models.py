@@ -336,15 +336,18 @@ class Erasure(Base):
     serving_version: Mapped[int | None] = mapped_column(sa.Integer)
     replay: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"))
     message: Mapped[str] = mapped_column(sa.Text, server_default="")
+    requested_by: Mapped[str] = mapped_column(sa.Text, server_default="cli")  # cli, api
 
 
 class ErasureLog(Base):
-    """Which versions consumed an erased customer's rows, and the rows' transactions. No personal data."""
+    """One transaction that wrote rows an erasure removed: how many, and which versions' watermarks
+    held it when the request came. No personal data: transaction ids, counts, version numbers."""
 
     __tablename__ = "erasure_log"
     erasure_id: Mapped[int] = mapped_column(sa.ForeignKey("erasures.id"), primary_key=True)
-    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     xid: Mapped[Any] = mapped_column(XID8, primary_key=True)
+    rows: Mapped[int] = mapped_column(sa.Integer)
+    versions: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer), server_default=sa.text("'{}'::integer[]"))
 
 
 class Tombstone(Base):

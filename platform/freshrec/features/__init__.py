@@ -1,5 +1,6 @@
 """Feast: the feature repository in feature_repo/, driven in-process."""
 from freshrec.features.environment import apply_environment, export_lines, feast_environment
+from freshrec.features.erase import delete_online_neighbours, delete_online_users, push_item_stats
 from freshrec.features.store import (
     FEATURE_REFS,
     FEATURE_SERVICE,
@@ -7,6 +8,7 @@ from freshrec.features.store import (
     USER_ACTIVITY,
     apply,
     historical_features,
+    lock_profiles,
     materialize,
     online_item_stats,
     online_neighbours,
@@ -24,9 +26,12 @@ __all__ = [
     "USER_ACTIVITY",
     "apply",
     "apply_environment",
+    "delete_online_neighbours",
+    "delete_online_users",
     "export_lines",
     "feast_environment",
     "historical_features",
+    "lock_profiles",
     "materialize",
     "online_item_stats",
     "online_neighbours",
@@ -34,5 +39,6 @@ __all__ = [
     "online_users",
     "open_store",
     "push_item_neighbours",
+    "push_item_stats",
     "push_user_profiles",
 ]

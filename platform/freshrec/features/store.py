@@ -95,6 +95,9 @@ SELECT min(valid_from), max(valid_from) FROM (
               WHERE written_xid >= CAST(:a AS xid8) AND written_xid < CAST(:b AS xid8) GROUP BY item_id) changed"""
 
 
+_WRITTEN_SINCE = "SELECT DISTINCT user_id FROM user_profiles WHERE written_xid >= CAST(:a AS xid8)"
+
+
 def materialize(store, end: datetime | None = None, engine=None) -> tuple[datetime, datetime] | None:
     """Fill the online store with every feature row written since the last run; None if there was none.
 
@@ -106,21 +109,36 @@ def materialize(store, end: datetime | None = None, engine=None) -> tuple[dateti
     """
     engine = engine or get_engine()
     catch_up(engine)  # the daily item aggregates, for rows that came in since the last load or run
-    # A session lock on an autocommit connection: no transaction stays open (it would hold back the
-    # horizon) while Feast writes.
+    with materialize_lock(engine) as conn:
+        upto, since = cursors.horizon(conn), cursors.read(conn, ONLINE_CURSOR)
+        start, newest = conn.execute(sa.text(_CHANGED), {"a": since, "b": upto}).one()
+        window = None
+        if start is not None:
+            # Rows stamped ahead of now (the end of today's aggregate) still belong in this window.
+            end = max(end or datetime.now(timezone.utc), newest)
+            _online(store, lambda: store.materialize(start_date=start, end_date=end))
+            window = (start, end)
+            pause_point("materialize-written")
+            # A profile written while Feast ran may have been overwritten online by the older one
+            # Feast read: push those users again (the push keeps the newer of the two).
+            racing = [r[0] for r in conn.execute(sa.text(_WRITTEN_SINCE), {"a": upto})]
+            with engine.connect() as push_conn:
+                push_user_profiles(store, push_conn, racing)
+        cursors.write(conn, ONLINE_CURSOR, upto)
+        return window
+
+
+@contextlib.contextmanager
+def materialize_lock(engine):
+    """One materialization at a time per database; an erasure's online delete waits for a running one
+    (which may have read the customer's profile before the erasure and would write it back after).
+
+    A session lock on an autocommit connection: no transaction stays open (it would hold back the
+    horizon) while Feast writes."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MATERIALIZE_LOCK})
         try:
-            upto, since = cursors.horizon(conn), cursors.read(conn, ONLINE_CURSOR)
-            start, newest = conn.execute(sa.text(_CHANGED), {"a": since, "b": upto}).one()
-            window = None
-            if start is not None:
-                # Rows stamped ahead of now (the end of today's aggregate) still belong in this window.
-                end = max(end or datetime.now(timezone.utc), newest)
-                _online(store, lambda: store.materialize(start_date=start, end_date=end))
-                window = (start, end)
-            cursors.write(conn, ONLINE_CURSOR, upto)
-            return window
+            yield conn
         finally:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MATERIALIZE_LOCK})
 
@@ -161,6 +179,19 @@ def online_item_stats(store, item_ids: list[str]) -> pd.DataFrame:
 _NEWEST_PROFILES = """
 SELECT DISTINCT ON (user_id) user_id, profile_text AS user_text, n_events, n_baskets, valid_from
 FROM user_profiles WHERE user_id = ANY(:ids) ORDER BY user_id, valid_from DESC"""
+_PROFILE_LOCKS = 0x70726F66  # "prof": the class of the per-user profile locks
+PROFILE_LOCK_BUCKETS = 64
+_BUCKETS = "SELECT DISTINCT hashtext(u) & :m AS b FROM unnest(CAST(:u AS text[])) u ORDER BY b"
+
+
+def lock_profiles(conn, user_ids: list[str]) -> None:
+    """Transaction locks on these users' online profiles: a push, and an erasure, hold them from reading
+    SQL to writing (or deleting) online. Users share one of 64 locks by a hash of their id: a push of a
+    thousand users takes 64 locks at most (each held lock is a slot in the server's shared lock table),
+    always in one order, so two pushers never deadlock."""
+    buckets = [r[0] for r in conn.execute(sa.text(_BUCKETS), {"u": sorted(set(user_ids)), "m": PROFILE_LOCK_BUCKETS - 1})]
+    for bucket in buckets:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:c, :b)"), {"c": _PROFILE_LOCKS, "b": bucket})
 
 
 def push_user_profiles(store, conn, user_ids: list[str]) -> int:
@@ -168,19 +199,18 @@ def push_user_profiles(store, conn, user_ids: list[str]) -> int:
     materialize; returns how many were pushed.
 
     Feast's PostgreSQL online write is last-writer-wins, so two processes pushing one user could
-    leave the older profile online. Each push holds a per-user advisory lock from reading the newest
-    profile to writing it, writes only what is newer than the online row, and waits for a running
-    materialization (which holds the materialize lock while it reads and writes every profile).
-    ``conn`` must not be in a transaction: the push runs in one of its own.
+    leave the older profile online. Each push holds the users' profile locks from reading the newest
+    profile to writing it, and writes only what is not older than the online row. A materialization
+    takes no such lock (it can run for minutes); it pushes again, through here, every user whose profile
+    changed while it ran (``materialize``). ``conn`` must not be in a transaction: the push runs in one
+    of its own.
     """
     users = sorted(set(user_ids))
     if not users:
         return 0
     with conn.begin():
         conn.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _MATERIALIZE_LOCK})
-        for user in users:  # in one order everywhere: no deadlock between pushers
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('profile:' || :u, 0))"), {"u": user})
+        lock_profiles(conn, users)
         frame = pd.read_sql(sa.text(_NEWEST_PROFILES), conn, params={"ids": users})
         pause_point("profile-push")
         online = online_users(store, users)

@@ -36,7 +36,9 @@ from freshrec.db import cursors
 _LOCK = 0x69746D73  # "itms"
 WINDOW_DAYS = 28
 
-_DELETE = "DELETE FROM item_daily_stats WHERE valid_from > CAST(:since AS date)"
+# :items NULL: every item; else only these (an erasure rebuilds the items its customer touched).
+_ONLY = "(CAST(:items AS text[]) IS NULL OR {col} = ANY(CAST(:items AS text[])))"
+_DELETE = "DELETE FROM item_daily_stats WHERE valid_from > CAST(:since AS date) AND " + _ONLY.format(col="item_id")
 _REBUILD = """
 INSERT INTO item_daily_stats (item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers)
 WITH bounds AS (
@@ -45,7 +47,7 @@ WITH bounds AS (
 ),
 recent AS (  -- interactions from 28 days before the first rebuilt day
     SELECT i.user_id, i.item_id, i.event_type, i.event_time, (i.event_time AT TIME ZONE 'UTC')::date AS day
-    FROM interactions i, bounds b WHERE i.event_time >= b.start::timestamp AT TIME ZONE 'UTC'
+    FROM interactions i, bounds b WHERE i.event_time >= b.start::timestamp AT TIME ZONE 'UTC' AND ONLY_ITEMS
 ),
 per_day AS (SELECT item_id, day, count(*) AS events FROM recent GROUP BY item_id, day),
 changes AS (  -- the days each item's counts change: its event days, and 7 and 28 days after them
@@ -93,15 +95,17 @@ windowed AS (
 )
 SELECT w.item_id, (w.day + 1)::timestamp AT TIME ZONE 'UTC', w.events_7d, w.events_28d, w.buyers, w.repeat_buyers
 FROM windowed w, bounds b WHERE w.day >= b.since AND w.day <= b.newest
-"""
+""".replace("ONLY_ITEMS", _ONLY.format(col="i.item_id"))
 
 
-def refresh_item_stats(conn: Connection, since: date) -> int:
-    """Rebuild the rows of the days from ``since`` on (inside ``conn``'s transaction); returns rows written."""
+def refresh_item_stats(conn: Connection, since: date, items: list[str] | None = None) -> int:
+    """Rebuild the rows of the days from ``since`` on (inside ``conn``'s transaction), of every item or
+    of ``items`` only; returns rows written."""
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
     # The windows of days >= since reach 27 days back: rows before that stay as they are.
-    conn.execute(sa.text(_DELETE), {"since": since})
-    return conn.execute(sa.text(_REBUILD), {"since": since}).rowcount
+    params = {"since": since, "items": None if items is None else sorted(set(items))}
+    conn.execute(sa.text(_DELETE), params)
+    return conn.execute(sa.text(_REBUILD), params).rowcount
 
 
 CURSOR = "item_daily_stats"

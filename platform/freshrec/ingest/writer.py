@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -85,6 +86,9 @@ class LoadSummary:
     item_texts_new: int = 0
     interactions_inserted: int = 0
     interactions_duplicate: int = 0
+    # Rows of erased customers (their event keys are tombstoned): skipped, so a reload does not bring
+    # them back. A new event of theirs (a new key) is new activity and is kept.
+    rows_tombstoned: int = 0
     profile_rows: int = 0
 
 
@@ -124,6 +128,33 @@ def _check_item_texts(conn: Connection, source: str) -> None:
                                            f"(valid from {bad.valid_from.isoformat()})", int(bad.row_no))
 
 
+_TOMBSTONED = "SELECT key_hash FROM tombstones WHERE kind = :k AND key_hash = ANY(:h)"
+
+
+def _without_tombstoned(conn: Connection, interactions: pd.DataFrame, users: pd.DataFrame
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The batch less erased customers' events (by their keys' keyed hashes), and less erased customers
+    themselves unless they come with new events; and how many events were skipped."""
+    if not conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM tombstones)")).scalar():
+        return interactions, users, 0  # no erasure yet: no hashing
+    from freshrec.config import get_settings
+    from freshrec.erasure.keys import erasure_key, keyed_hashes
+
+    key = erasure_key(get_settings())
+
+    def tombstoned(kind: str, values: pd.Series) -> np.ndarray:
+        hashes = keyed_hashes(key, kind, values.astype(str))
+        found = {bytes(r[0]) for r in conn.execute(sa.text(_TOMBSTONED), {"k": kind, "h": hashes})}
+        return np.array([h in found for h in hashes], dtype=bool)
+
+    skipped = tombstoned("event", interactions["event_key"]) if len(interactions) else np.zeros(0, bool)
+    kept = interactions[~skipped]
+    if len(users):
+        erased = tombstoned("user", users["user_id"]) & ~users["user_id"].isin(kept["user_id"]).to_numpy()
+        users = users[~erased]
+    return kept, users, int(skipped.sum())
+
+
 def write_batch(
     conn: Connection, batch: Batch, source: str, profile_length: int = 20, progress: Progress | None = None
 ) -> LoadSummary:
@@ -135,9 +166,10 @@ def write_batch(
     """
     summary = LoadSummary(rows_read=batch.rows_read, rows_kept=batch.rows_kept)
     with conn.begin_nested():
-        interactions = batch.interactions.reset_index(drop=True)
+        interactions, known_users, summary.rows_tombstoned = _without_tombstoned(conn, batch.interactions, batch.users)
+        interactions = interactions.reset_index(drop=True)
         interactions.insert(0, "row_no", range(1, len(interactions) + 1))
-        users = pd.concat([batch.users, interactions[["user_id"]].drop_duplicates()], ignore_index=True)
+        users = pd.concat([known_users, interactions[["user_id"]].drop_duplicates()], ignore_index=True)
         _stage(conn, "users", users.drop_duplicates("user_id").reindex(columns=["user_id", "country"]))
         _stage(conn, "items", batch.items)
         _stage(conn, "interactions", interactions, progress)

@@ -272,3 +272,12 @@ def sweep_orphans(folder: str, referenced: set[str]) -> list[str]:
             fs.rm(entry, recursive=True)
             removed.append(uri)
     return removed
+
+
+def remove(uri: str) -> bool:
+    """Delete one version's artifact directory (an erased version's weights); False if it was gone."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        return False
+    fs.rm(path, recursive=True)
+    return True

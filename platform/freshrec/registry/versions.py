@@ -113,12 +113,12 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
                 for row in quarantined.itertuples(index=False):
                     copy.write_row((version, int(row.interaction_id), row.reason))
         if new.status == "promoted":
-            _move_pointer(conn, version, "promote", "updater", "passed the gate")
+            move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")
     return version, new.status
 
 
-def _move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:
+def move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:
     # Serialise pointer moves: two promotions at once must not both read the same "previous".
     conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
     conn.execute(
@@ -138,21 +138,32 @@ def promote(engine: Engine, version: int, actor: str = "cli", reason: str = "man
         status = conn.execute(sa.text("SELECT status FROM model_versions WHERE version = :v"), {"v": version}).scalar()
         if status is None:
             raise UnknownVersion(f"version {version} does not exist")
+        if status == "erased":
+            raise VersionError(f"version {version} was erased: it learned from rows a customer's erasure removed "
+                               "(`freshrec erasures` names the version that replaced it)")
         if current_version(conn) == version:
             raise VersionError(f"version {version} is already current")
         conn.execute(sa.text("UPDATE model_versions SET status = 'promoted' WHERE version = :v"), {"v": version})
-        _move_pointer(conn, version, "promote", actor, reason)
+        move_pointer(conn, version, "promote", actor, reason)
 
 
 def promotion_stack(conn: Connection) -> list[int]:
-    """The versions the pointer was promoted to, oldest first, less those rolled back: its history."""
+    """The versions the pointer was promoted to, oldest first, less those rolled back: its history.
+
+    An erasure's move (``erase``) counts as a promotion of the version it moved to; erased versions
+    leave the history (nothing may roll back to them)."""
     stack: list[int] = []
-    for action, version in conn.execute(sa.text("SELECT action, version FROM deployments ORDER BY id")):
-        if action == "promote":
+    rows = conn.execute(sa.text("SELECT d.action, d.version, v.status FROM deployments d "
+                                "JOIN model_versions v USING (version) ORDER BY d.id"))
+    for action, version, status in rows:
+        if action in ("promote", "erase"):
             stack.append(version)
         elif stack:
             stack.pop()
-    return stack
+    erased = {r[0] for r in conn.execute(sa.text("SELECT version FROM model_versions WHERE status = 'erased'"))}
+    kept = [v for v in stack if v not in erased]
+    # An erasure that moved back to an older version leaves it twice in a row: once is its history.
+    return [v for i, v in enumerate(kept) if i == 0 or kept[i - 1] != v]
 
 
 def rollback(engine: Engine, actor: str = "cli", reason: str = "manual rollback") -> int:
@@ -165,7 +176,7 @@ def rollback(engine: Engine, actor: str = "cli", reason: str = "manual rollback"
         stack = promotion_stack(conn)
         if len(stack) < 2:
             raise VersionError("there is no earlier version to roll back to")
-        _move_pointer(conn, stack[-2], "rollback", actor, reason)
+        move_pointer(conn, stack[-2], "rollback", actor, reason)
     return stack[-2]
 
 

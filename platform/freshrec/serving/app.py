@@ -17,7 +17,7 @@ from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
 from freshrec.serving.deps import ApiState, api_state, is_admin
 from freshrec.serving.metrics import ApiMetrics
-from freshrec.serving.routes import events, models, ranking
+from freshrec.serving.routes import erasures, events, models, ranking
 from freshrec.serving.search import SearchService
 from freshrec.serving.watcher import PointerWatcher, SnapshotHolder
 
@@ -103,6 +103,6 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
         """Prometheus text format: latency histograms, serving version and its age, rows behind the watermark."""
         return Response(metrics.render(state.engine, state.holder.current), media_type="text/plain; version=0.0.4")
 
-    for module in (ranking, events, models):
+    for module in (ranking, events, models, erasures):
         app.include_router(module.router(settings))
     return app

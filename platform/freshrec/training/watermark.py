@@ -76,7 +76,19 @@ def take_cut(engine: Engine, xid_from: str) -> Cut:
             xid_to = conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar()
             if int(xid_to) < int(xid_from):
                 xid_to = xid_from
-            rows = conn.execute(sa.text(_ROWS), {"xid_from": xid_from, "xid_to": xid_to}).all()
+            return _read(conn, xid_from, xid_to)
+
+
+def cut_between(engine: Engine, xid_from: str, xid_to: str) -> Cut:
+    """The rows a consumed range holds now: an erasure's replay trains on an old version's range, less
+    the rows the erasure deleted (every transaction below a consumed ``xid_to`` has ended: the range
+    can lose rows, never gain any)."""
+    with engine.connect() as conn:
+        return _read(conn, xid_from, xid_to)
+
+
+def _read(conn: Connection, xid_from: str, xid_to: str) -> Cut:
+    rows = conn.execute(sa.text(_ROWS), {"xid_from": xid_from, "xid_to": xid_to}).all()
     times = [r.event_time for r in rows]
     return Cut(
         xid_from=xid_from,

@@ -131,7 +131,9 @@ def _update_locked(world: World, engine, args, gate, parts: Parts, base_model, s
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with engine.connect() as conn:
-        referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions"))}
+        # An erased version's weights learned from erased rows: its directory goes too (if the
+        # erasure's own removal was interrupted).
+        referenced = {r[0] for r in conn.execute(sa.text("SELECT artifact_uri FROM model_versions WHERE status <> 'erased'"))}
         parent = current_version(conn)
         xid_from = parent_horizon(conn, parent)
         root = artifacts.database_folder(conn, settings.artifacts_root)

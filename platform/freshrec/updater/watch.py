@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
+from freshrec.erasure import due_erasures, run_due
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.updater.args import WatchArguments
 from freshrec.updater.freshness import WATCH_LOCK, unseen
@@ -139,6 +140,16 @@ def _watch_on(listener, engine, store, signals, p: _Progress, train, gate, args,
     while not signals.stopping and (args.max_updates is None or p.updates < args.max_updates):
         with engine.connect() as conn:
             state = unseen(conn)
+            erasures = due_erasures(conn) if time.monotonic() >= p.not_before else []
+        if erasures:  # before any update: a customer's erasure waits for no new rows
+            try:
+                log.info(run_due(settings, store=store).message)
+                p.failures = 0
+            except Exception:  # noqa: BLE001 - recorded on the erasure (state failed); retried after a back-off
+                p.failures += 1
+                p.not_before = time.monotonic() + min(args.backoff * 2 ** (p.failures - 1), 600.0)
+                log.exception("erasure replay failed (%d in a row)", p.failures)
+            continue
         if _due(state, args, p.deferred_at) and time.monotonic() >= p.not_before:
             try:
                 outcome = _update(store, train, gate, base_model, settings, candidates)

@@ -35,6 +35,7 @@ class Event(BaseModel):
 class Accepted(BaseModel):
     accepted: int = Field(description="new events written")
     duplicates: int = Field(description="events whose event_key was already stored (ignored)")
+    tombstoned: int = Field(0, description="events of an erased customer (their event_key is tombstoned): skipped")
     profiles_pushed: int = Field(description="user profiles written to the Feast online store (every user of the "
                                              "batch, duplicates included: a retry repairs a push that failed)")
 
@@ -79,6 +80,6 @@ def router(settings: Settings) -> APIRouter:
                                       "accepted": summary.interactions_inserted,
                                       "duplicates": summary.interactions_duplicate}) from None
         return Accepted(accepted=summary.interactions_inserted, duplicates=summary.interactions_duplicate,
-                        profiles_pushed=pushed)
+                        tombstoned=summary.rows_tombstoned, profiles_pushed=pushed)
 
     return api
