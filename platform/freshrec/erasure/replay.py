@@ -140,6 +140,19 @@ def _plan(tainted_chain: list[dict], clean: int | None) -> tuple[list[_Segment],
     return each, "chain", estimates
 
 
+def choose_serving(head: int | None, passed: list[int], clean: int | None, verdicts: dict) -> tuple[int | None, str]:
+    """The version to serve after a replay, and why: an erasure cannot be vetoed, but a head that
+    failed its gate does not serve while a version without the rows that passed can."""
+    if head in passed or head == clean:
+        return head, f"the replayed head, version {head}, passed the gate"
+    failed = f"the replayed head, version {head}, failed the gate ({verdicts.get(head)})"
+    if passed:
+        return passed[-1], f"{failed}: version {passed[-1]}, the newest replay that passed, serves"
+    if clean is not None:
+        return clean, f"{failed}: version {clean}, the newest that never saw the rows, serves"
+    return head, f"{failed} and no version without the rows passed: it serves anyway (an erasure cannot be vetoed)"
+
+
 def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
     started = time.perf_counter()
     with engine.connect() as conn:
@@ -186,26 +199,15 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
         for r in segment.replaces:
             replaced[r["version"]] = built.version
         verdicts[built.version] = built.verdict.reason
-        if built.verdict.promote:
+        if built.verdict.status != "failed":  # passed, skipped (no gate), or too little evidence to judge
             passed.append(built.version)
         parent = built.version
         log.info(f"replayed {[r['version'] for r in segment.replaces]} as version {built.version} "
                  f"({cut.row_count:,} rows; gate {built.verdict.reason})")
 
     head = parent if tainted_chain else current
-    if not tainted_chain:
-        serving, why = current, "the serving version never learned from the erased rows"
-    elif head in passed or head == clean:
-        serving, why = head, f"the replayed head, version {head}, passed the gate"
-    elif passed:
-        serving, why = passed[-1], (f"the replayed head, version {head}, failed the gate ({verdicts.get(head)}): "
-                                    f"version {passed[-1]}, the newest replay that passed, serves")
-    elif clean is not None:
-        serving, why = clean, (f"the replayed head, version {head}, failed the gate ({verdicts.get(head)}): "
-                               f"version {clean}, the newest that never saw the rows, serves")
-    else:
-        serving, why = head, (f"the replayed head, version {head}, failed the gate ({verdicts.get(head)}) and no "
-                              "version without the rows passed: it serves anyway (an erasure cannot be vetoed)")
+    serving, why = choose_serving(head, passed, clean, verdicts) if tainted_chain else (
+        current, "the serving version never learned from the erased rows")
     seconds = time.perf_counter() - started
     record = {"choice": choice if tainted_chain else "none", "estimates": estimates, "clean": clean, "head": head,
               "replaced": {str(k): v for k, v in sorted(replaced.items())}, "verdicts": verdicts,

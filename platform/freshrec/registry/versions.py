@@ -96,13 +96,8 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
              "id_sum": cut.id_sum, "tmin": cut.event_time_min, "tmax": cut.event_time_max,
              "excludes": list(excludes_erasures)},
         )
-        # The version's own partition, with its own HNSW index (the number is ours: the table is locked).
-        conn.execute(sa.text(f"CREATE TABLE item_embeddings_v{int(version)} PARTITION OF item_embeddings "
-                             f"FOR VALUES IN ({int(version)})"))
         raw = conn.connection.driver_connection
-        with raw.cursor().copy("COPY item_embeddings (version, item_id, embedding) FROM STDIN") as copy:
-            for item_id, vec in zip(item_ids, item_vecs):
-                copy.write_row((version, item_id, to_literal(vec)))
+        _embeddings_partition(conn, raw, version, item_ids, item_vecs)
         if neighbours is not None and len(neighbours):
             with raw.cursor().copy("COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN") as copy:
                 copy.set_types(["int4", "text", "text[]", "float4[]"])
@@ -116,6 +111,24 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
             move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")
     return version, new.status
+
+
+def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[str], item_vecs: np.ndarray) -> None:
+    """The version's own partition of ``item_embeddings``, with its own HNSW index (the number is ours:
+    model_versions is locked).
+
+    Filled and indexed as a table of its own, then attached: ``CREATE TABLE ... PARTITION OF`` would hold
+    an ACCESS EXCLUSIVE lock on ``item_embeddings`` until the commit, stalling every API's vector
+    search for the publish; ATTACH takes a lock that reads pass, and the CHECK spares it a scan."""
+    table = f"item_embeddings_v{int(version)}"
+    conn.execute(sa.text(f"CREATE TABLE {table} (LIKE item_embeddings INCLUDING DEFAULTS)"))
+    conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_version CHECK (version = {int(version)})"))
+    with raw.cursor().copy(f"COPY {table} (version, item_id, embedding) FROM STDIN") as copy:
+        for item_id, vec in zip(item_ids, item_vecs):
+            copy.write_row((version, item_id, to_literal(vec)))
+    conn.execute(sa.text(f"ALTER TABLE {table} ADD PRIMARY KEY (version, item_id)"))
+    conn.execute(sa.text(f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"))
+    conn.execute(sa.text(f"ALTER TABLE item_embeddings ATTACH PARTITION {table} FOR VALUES IN ({int(version)})"))
 
 
 def move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:

@@ -96,12 +96,22 @@ class SearchService:
             self._popularity = cached
         return cached[1]
 
+    @staticmethod
+    def adapter_and_config(snapshot: Snapshot | None) -> tuple[object, SearchConfig]:
+        """The serving version's query adapter and search configuration, or day one's."""
+        if snapshot is not None and snapshot.loaded and snapshot.loaded.search:
+            return snapshot.loaded.search
+        return None, SearchConfig()
+
+    def uses_history(self, snapshot: Snapshot | None) -> bool:
+        """Whether the serving configuration weighs a customer's purchases at all (else none are read)."""
+        return self.adapter_and_config(snapshot)[1].history_weight > 0
+
     def search(self, conn, text: str, k: int, snapshot: Snapshot | None,
                history: dict[str, float] | None = None) -> list[SearchHit]:
         """The k best items for the text: the version's search pipeline, or day one's."""
         side = self.side
-        adapter, config = snapshot.loaded.search if snapshot is not None and snapshot.loaded and snapshot.loaded.search \
-            else (None, SearchConfig())
+        adapter, config = self.adapter_and_config(snapshot)
         pipeline = SearchPipeline(side.items, self._encode, adapter, config, side.vocabulary)
         found = [item for item, _ in lexical.search(conn, text, pipeline.vocabulary, config.depth)]
         popularity = self.popularity(snapshot)

@@ -216,7 +216,23 @@ def _published_neighbours(engine: Engine, store, version: int, item_ids: np.ndar
                               {"v": version}).scalar()
     if not stored:
         return None
-    return FetchedNeighbours(lambda ids: online_neighbours(store, version, ids), item_ids, pd.Index(item_ids))
+
+    def fetch(ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
+        # Online first; items it lacks (a push that failed, a materialize not yet run) from the version's rows.
+        try:
+            found = online_neighbours(store, version, ids)
+        except Exception as err:  # noqa: BLE001 - the SQL rows answer while the online store is away
+            log.warning("version %s's neighbours: online store unavailable (%s); reading item_neighbours", version, err)
+            found = {}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            with engine.connect() as conn:
+                found.update({r.item_id: (list(r.partners), list(r.strengths)) for r in conn.execute(sa.text(
+                    "SELECT item_id, partners, strengths FROM item_neighbours WHERE version = :v AND item_id = ANY(:i)"),
+                    {"v": version, "i": missing})})
+        return found
+
+    return FetchedNeighbours(fetch, item_ids, pd.Index(item_ids))
 
 
 def load_snapshot(engine: Engine, version: int, store, dim: int = 128) -> Snapshot:
