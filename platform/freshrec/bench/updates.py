@@ -87,7 +87,7 @@ def _update(platform: Platform, args: TrainingArguments, gate: GateArguments, ba
             "encoded_texts": m["encoder_cache"].get("encoded", 0) + m["encoder_cache"]["evaluation"].get("encoded", 0)}
 
 
-def _full_retrain(platform: Platform, args: TrainingArguments, ranker_args: RankerArguments,
+def full_retrain(platform: Platform, args: TrainingArguments, ranker_args: RankerArguments,
                   candidates: CandidateConfig, base_model: str, device) -> tuple[Snapshot, dict]:
     """Towers and ranker from scratch on every row so far: the updater's own stages, with no parent."""
     engine = platform.engine
@@ -195,7 +195,7 @@ def run(weeks: int | None, model: str, strategies: list[str], device_name: str, 
             # so every arm is scored on every week. One seed per strategy: the first.
             if i % full_retrain_every == 0 or i == n_weeks - 1:
                 for p in (p for p in platforms if p.seed == seeds[0]):
-                    retrained[p.strategy], cost = _full_retrain(p, args[(p.strategy, p.seed)], ranker_args, candidates,
+                    retrained[p.strategy], cost = full_retrain(p, args[(p.strategy, p.seed)], ranker_args, candidates,
                                                                 base_model, device)
                     costs.append({"week": str(since), "arm": f"pipeline-full-retrain-{p.strategy}", **cost})
             test_since, test_until = timeline.weeks[i + 1]

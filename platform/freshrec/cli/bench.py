@@ -161,3 +161,20 @@ def rankers(
     with user_errors():
         engine = migrated_engine(migrate=True)
         bench_rankers.run(engine, [int(w) for w in weeks.split(",")], train_weeks, out, _command(), echo=typer.echo)
+
+
+@app.command()
+def erasure(
+    model: str = typer.Option("tiny", help="tiny, minilm or a local encoder path"),
+    weeks: int = typer.Option(6, help="weekly updates after version 1 (the chain an erasure replays)"),
+    max_users: int = typer.Option(400, help="test-week users quality is measured on"),
+    out: Path = OUT,
+) -> None:
+    """Forgetting one customer first seen in the last week, the middle week and the first 13 weeks: the
+    replay's cost against a full retrain and the weekly updates it re-runs, and Recall@20 and NDCG@20
+    just before and just after, paired by user."""
+    from freshrec.bench import erasure as bench_erasure
+
+    with user_errors():
+        migrated_engine(migrate=True)
+        bench_erasure.run(model, weeks, out, _command(), max_users, echo=typer.echo)
