@@ -151,7 +151,7 @@ def test_events_auth_validation_all_or_nothing_and_duplicates(client, served_db)
     assert client.post("/v1/events", json={"events": []}, headers=TOKEN).status_code == 422
 
     first = client.post("/v1/events", json=good, headers=TOKEN).json()
-    assert first == {"accepted": 2, "duplicates": 0, "profiles_pushed": 1}
+    assert first == {"accepted": 2, "duplicates": 0, "tombstoned": 0, "profiles_pushed": 1}
     again = client.post("/v1/events", json=good, headers=TOKEN).json()
     assert again["accepted"] == 0 and again["duplicates"] == 2
     assert _count() == 2

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from freshrec.config import get_settings
 from freshrec.db import get_engine
-from freshrec.faults import CRASH_ENV, POINTS
+from freshrec.faults import CRASH_ENV, UPDATE_POINTS
 from freshrec.registry.artifacts import database_folder
 from freshrec.features import apply, open_store
 from freshrec.ingest import online_retail_batch, write_batch
@@ -80,7 +80,7 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     (foreign / "manifest.json").write_text("{}")
 
     orphans: set[str] = set()
-    for point in POINTS:
+    for point in UPDATE_POINTS:
         proc = _update_process(tiny_model, crash_at=point)
         assert proc.returncode == -9, (point, proc.stdout, proc.stderr)
         assert _state() == before, point  # no version, watermark, embedding or pointer move; lock released
@@ -106,4 +106,4 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     # Each killed run left its run row "running"; the run that took the lock next marked it abandoned.
     with get_engine().connect() as conn:
         runs = [tuple(r) for r in conn.execute(sa.text("SELECT status, version FROM update_runs ORDER BY id"))]
-    assert runs == [("created", 1)] + [("abandoned", None)] * len(POINTS) + [("created", 2)]
+    assert runs == [("created", 1)] + [("abandoned", None)] * len(UPDATE_POINTS) + [("created", 2)]

@@ -90,5 +90,5 @@ def test_a_retried_batch_repairs_a_missed_online_push(api):
     assert online_user_texts(store, ["repair-user"])["repair-user"][0] is None
     # ... and the client's retry of the same batch, all duplicates now, pushes it again.
     again = httpx.post(f"{url}/v1/events", json=batch, headers=TOKEN).json()
-    assert again == {"accepted": 0, "duplicates": 1, "profiles_pushed": 1}
+    assert again == {"accepted": 0, "duplicates": 1, "tombstoned": 0, "profiles_pushed": 1}
     assert online_user_texts(store, ["repair-user"])["repair-user"][0]

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 
 CRASH_ENV = "FRESHREC_CRASH_AT"
-POINTS = ("after-cut", "training", "artifact-written", "before-commit",
-          # an erasure: its data transaction, and the replay's retiring of the versions that saw the rows
-          "erasure-rows-deleted", "erasure-retire")
+UPDATE_POINTS = ("after-cut", "training", "artifact-written", "before-commit")
+# An erasure: its data transaction, and the replay's retiring of the versions that saw the rows.
+ERASURE_POINTS = ("erasure-rows-deleted", "erasure-retire")
+POINTS = UPDATE_POINTS + ERASURE_POINTS
 # ``FRESHREC_PAUSE_AT=<point>=<seconds>``: sleep there, to line two processes up on a race exactly.
 PAUSE_ENV = "FRESHREC_PAUSE_AT"
 PAUSE_POINTS = ("profile-push", "materialize-written")

@@ -31,7 +31,7 @@ from freshrec.bench import report
 from freshrec.bench.platform import base_model_path, create_database, drop_database
 from freshrec.bench.processes import spawn, wait_ready
 from freshrec.bench.serving import _feast_serve, _http_load, _row
-from freshrec.config import get_settings
+from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
 from freshrec.features import apply, materialize, open_store
 from freshrec.ingest import online_retail_batch, write_batch
@@ -83,7 +83,8 @@ def _timings(engine, version: int) -> dict:
         return conn.execute(sa.text("SELECT timings FROM model_versions WHERE version = :v"), {"v": version}).scalar()
 
 
-def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, log: Path, feast: bool) -> dict:
+def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, log: Path, feast: Settings | None) -> dict:
+    """The API on this factor's database; with ``feast`` (its settings), Feast's own server on it beside."""
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     server = spawn(["freshrec", "serve", "--port", str(port)], env, log)
@@ -115,13 +116,14 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
         from freshrec.features.store import USER_ACTIVITY, USER_TEXT
 
         feast_port = port + 1
-        feast_server = _feast_serve(feast_port)
+        feast_server = _feast_serve(feast_port, feast)
         try:
             wait_ready(f"http://127.0.0.1:{feast_port}", path="/health", proc=feast_server)
             body = [("/get-online-features", {"features": [USER_TEXT, *USER_ACTIVITY], "entities": {"user_id": [u]}})
                     for u in users]
             latencies, errors, took = asyncio.run(_http_load(f"http://127.0.0.1:{feast_port}", body, 1, seconds))
             out["feast_serve_p99_ms_c1"] = _row("feast", 1, latencies, took, errors)["p99_ms"]
+            out["feast_serve_errors_c1"] = errors
         finally:
             feast_server.terminate()
             feast_server.wait(60)
@@ -169,7 +171,7 @@ def measure(factor: int, base, base_url: str, base_model: str, work: Path, port:
                 "SELECT DISTINCT i.user_id FROM interactions i JOIN watermarks w ON w.version = 2 "
                 "WHERE i.ingest_xid >= w.xid_from AND i.ingest_xid < w.xid_to LIMIT 400"))]
         row.update({f"api_{k}": v for k, v in _api(env, port, users, concurrencies, seconds,
-                                                    work / f"serve-{factor}x.log", feast=factor == 1).items()})
+                                                    work / f"serve-{factor}x.log", feast=settings if factor == 1 else None).items()})
         row.update({f"rows_{k}": v for k, v in _sizes(engine).items()})
         echo(f"{factor}x: v1 {row['v1_s']:.0f} s, v2 {row['v2_s']:.0f} s (v2/v1 {row['v2_over_v1']:.2f}), "
              f"updater peak {row['v2_peak_rss_mib']:.0f} MiB, API {row['api_rss_mib']:.0f} MiB ready in "

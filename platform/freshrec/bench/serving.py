@@ -134,13 +134,13 @@ def retrieval_comparison(engine, store, version: int, k: int = 20, n: int = 200)
     return rows
 
 
-def _feast_serve(port: int) -> subprocess.Popen:
-    """Feast's own HTTP feature server on the same repository and database."""
+def _feast_serve(port: int, settings=None) -> subprocess.Popen:
+    """Feast's own HTTP feature server on the same repository and database (``settings``' one, default ours)."""
     from freshrec.config import get_settings
     from freshrec.features import feast_environment
     from freshrec.db import database_url
 
-    settings = get_settings()
+    settings = settings or get_settings()
     env = {**os.environ, **feast_environment(database_url(settings), settings)}
     feast = str(Path(sys.executable).parent / "feast")
     return subprocess.Popen([feast, "-c", str(settings.feast.repo_path), "serve", "-h", "127.0.0.1", "-p", str(port)],
