@@ -49,7 +49,8 @@ def chain(make_database, retail_sample, tiny_model):
             "SELECT user_id, min(event_time) FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id")).all())
     january = [u for u, t in first_seen.items() if t >= datetime(2011, 1, 1, tzinfo=timezone.utc)]
     december = [u for u, t in first_seen.items() if t < datetime(2011, 1, 1, tzinfo=timezone.utc)]
-    return {"url": url, "store": store, "sample": retail_sample, "new": january[0], "old": december[0]}
+    return {"url": url, "store": store, "sample": retail_sample, "new": january[0], "old": december[0],
+            "another": january[1]}
 
 
 def _scalar(sql: str, **params):
@@ -169,6 +170,28 @@ def test_forget_over_http_and_the_running_api_swaps_to_the_replay(chain):
         rollback(get_engine())
     out = _cli("erasures", "--proof")
     assert out.returncode == 0 and "proof holds" in out.stdout
+
+
+def test_a_replay_killed_before_it_retires_anything_is_taken_up_again(chain):
+    user = chain["another"]
+    assert _cli("forget", user, "--defer").returncode == 0
+    serving = _scalar("SELECT version FROM current_version")
+    erasure = _scalar("SELECT max(id) FROM erasures")
+    erased = _scalar("SELECT count(*) FROM model_versions WHERE status = 'erased'")
+    out = _cli("erasures", "--run", "--all", env={CRASH_ENV: "erasure-retire"})
+    assert out.returncode == -9, out.stderr  # killed in the retiring transaction, after the replay published
+    assert _scalar("SELECT state FROM erasures WHERE id = :e", e=erasure) == "replaying"
+    assert _scalar("SELECT version FROM current_version") == serving  # the pointer did not move
+    assert _scalar("SELECT count(*) FROM model_versions WHERE status = 'erased'") == erased
+    with get_engine().connect() as conn:
+        assert serving in {r["version"] for r in proof_rows(conn, [erasure])}
+
+    out = _cli("erasures", "--run")  # no --all: an abandoned replay is due at once, deadline or not
+    assert out.returncode == 0, out.stderr
+    assert _scalar("SELECT state FROM erasures WHERE id = :e", e=erasure) == "done"
+    assert _scalar("SELECT version FROM current_version") != serving
+    with get_engine().connect() as conn:
+        assert proof_rows(conn) == []
 
 
 def _row(version: int, rows: int, seconds: float) -> dict:

@@ -47,7 +47,7 @@ from freshrec.db import database_url
 from freshrec.ingest.synthetic_queries import VARIANTS, TitleWords, make_query
 from freshrec.search import evaluate, lexical
 from freshrec.search.bm25 import BM25
-from freshrec.search.pipeline import SearchConfig
+from freshrec.search.pipeline import SearchConfig, SearchPipeline
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.updater import run_update
 from freshrec.updater.search_stage import base_side, popularity_at
@@ -120,8 +120,10 @@ def _unseen_queries(titles: list[str], n: int, seed: int = 7) -> list[str]:
 
 
 def _time_breakdown(engine, side, pipeline, queries: list[str], popularity) -> dict:
-    """Median milliseconds of each part of one search, in process, on queries never seen before."""
+    """Median milliseconds of each part of one search, in process, on queries never seen before; the
+    query is embedded as the API embeds it (no shared cache)."""
     parts = {"encode": [], "full-text (SQL)": [], "dense + fusion + re-rank": []}
+    pipeline = SearchPipeline(side.items, side.encode_uncached, pipeline.adapter, pipeline.config, side.vocabulary)
     with engine.connect() as conn, torch.no_grad():
         for q in queries:
             t0 = time.perf_counter()

@@ -74,14 +74,19 @@ class _Segment:
         return self.replaces[0]["params"]
 
 
+# A request left 'replaying' was being replayed by a process that died (the replay holds the updater's
+# lock, which a dead session releases): it is due at once, and takes the pending ones along.
 _DUE = """
-SELECT id FROM erasures WHERE state IN ('pending', 'failed')
-  AND (:force OR EXISTS (SELECT 1 FROM erasures WHERE state IN ('pending', 'failed') AND deadline <= now()))
+SELECT id FROM erasures WHERE state IN ('pending', 'failed', 'replaying')
+  AND (:force OR EXISTS (SELECT 1 FROM erasures
+                         WHERE state = 'replaying' OR (state IN ('pending', 'failed') AND deadline <= now())))
 ORDER BY id"""
 
 
 def due_erasures(conn, force: bool = False) -> list[int]:
-    """Every pending (or failed) request, once the first deadline among them has passed (or ``force``)."""
+    """Every pending (or failed, or abandoned mid-replay) request, once the first deadline among them has
+    passed (or ``force``). Without the updater's lock a 'replaying' one may be another process's, running:
+    ``run_due`` takes the lock first and answers ``locked`` then."""
     return [r[0] for r in conn.execute(sa.text(_DUE), {"force": force})]
 
 

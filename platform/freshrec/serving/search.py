@@ -71,13 +71,10 @@ class SearchService:
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Pre-trained query embeddings, through this process's LRU: queries are open-ended, so they
         are not written to the shared encoder-state cache."""
-        encoder = self.side.encoder
         out = [self._queries.get(t) for t in texts]
         missing = [n for n, v in enumerate(out) if v is None]
         if missing:
-            encoder.model.eval()
-            with torch.no_grad():
-                fresh = encoder.pooled([texts[n] for n in missing], QUERY_TOKENS).cpu().numpy()
+            fresh = self.side.encode_uncached([texts[n] for n in missing])
             for n, vec in zip(missing, fresh):
                 out[n] = self._queries[texts[n]] = vec
             while len(self._queries) > self._cache_size:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+import torch
 
 from freshrec.models.base import load_encoder, resolve
 from freshrec.models.encoder import Encoder
@@ -54,7 +55,16 @@ class SearchSide:
     known: KnownItems  # the benchmark's known-item set; the gate scores its head
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Through the shared encoder-state cache: for texts seen again and again (training pairs, the
+        known-item set)."""
         return self.encoder.pooled_all(texts, QUERY_TOKENS).cpu().numpy() if texts else np.zeros((0, self.dim))
+
+    def encode_uncached(self, texts: list[str]) -> np.ndarray:
+        """Straight through the encoder, as the API embeds a query: queries are open-ended, and a
+        round trip to the shared cache would cost more than the encode."""
+        self.encoder.model.eval()
+        with torch.no_grad():
+            return self.encoder.pooled(texts, QUERY_TOKENS).cpu().numpy()
 
     @property
     def dim(self) -> int:

@@ -143,8 +143,11 @@ def _watch_on(listener, engine, store, signals, p: _Progress, train, gate, args,
             erasures = due_erasures(conn) if time.monotonic() >= p.not_before else []
         if erasures:  # before any update: a customer's erasure waits for no new rows
             try:
-                log.info(run_due(settings, store=store).message)
+                outcome = run_due(settings, store=store)
+                log.info(outcome.message)
                 p.failures = 0
+                if outcome.status != "done":  # another process holds the lock (an update, a replay): not a busy loop
+                    p.not_before = time.monotonic() + args.poll
             except Exception:  # noqa: BLE001 - recorded on the erasure (state failed); retried after a back-off
                 p.failures += 1
                 p.not_before = time.monotonic() + min(args.backoff * 2 ** (p.failures - 1), 600.0)
