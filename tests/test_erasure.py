@@ -23,6 +23,7 @@ from freshrec.erasure.replay import _plan, choose_serving
 from freshrec.faults import CRASH_ENV
 from freshrec.features import apply, materialize, online_user_texts, open_store
 from freshrec.ingest import interactions_frame_batch, online_retail_batch, write_batch
+from freshrec.models.state_cache import text_hash
 from freshrec.registry import VersionError, promote, rollback
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.updater import run_update
@@ -77,13 +78,18 @@ def test_lineage_by_user_names_the_versions_that_learned_from_them(chain):
 def test_a_crash_in_the_data_transaction_leaves_the_customer_as_they_were(chain):
     user = chain["old"]
     before = _scalar("SELECT count(*) FROM interactions WHERE user_id = :u", u=user)
-    stats = _scalar("SELECT count(*) FROM item_daily_stats")
+    stats = _scalar("SELECT (count(*), sum(events_28d), sum(buyers))::text FROM item_daily_stats")
+    with get_engine().connect() as conn:
+        texts = [r[0] for r in conn.execute(sa.text("SELECT profile_text FROM user_profiles WHERE user_id = :u"), {"u": user})]
+    states = _scalar("SELECT count(*) FROM encoder_states WHERE text_sha256 = ANY(:h)", h=[text_hash(t) for t in texts])
     out = _cli("forget", user, "--defer", env={CRASH_ENV: "erasure-rows-deleted"})
     assert out.returncode == -9, out.stderr  # killed after the deletes, before the commit
     assert _scalar("SELECT count(*) FROM interactions WHERE user_id = :u", u=user) == before > 0
     assert _scalar("SELECT count(*) FROM user_profiles WHERE user_id = :u", u=user) > 0
     assert _scalar("SELECT count(*) FROM erasures") == _scalar("SELECT count(*) FROM tombstones") == 0
-    assert _scalar("SELECT count(*) FROM item_daily_stats") == stats
+    assert _scalar("SELECT (count(*), sum(events_28d), sum(buyers))::text FROM item_daily_stats") == stats
+    assert _scalar("SELECT count(*) FROM encoder_states WHERE text_sha256 = ANY(:h)",
+                   h=[text_hash(t) for t in texts]) == states > 0  # the updater warmed their profiles
 
 
 def test_forget_then_replay_leaves_no_live_version_holding_their_rows(chain):
@@ -174,24 +180,30 @@ def test_forget_over_http_and_the_running_api_swaps_to_the_replay(chain):
 
 def test_a_replay_killed_before_it_retires_anything_is_taken_up_again(chain):
     user = chain["another"]
-    assert _cli("forget", user, "--defer").returncode == 0
-    serving = _scalar("SELECT version FROM current_version")
+    head = _scalar("SELECT version FROM current_version")
+    assert _cli("forget", user, "--now", "--defer").returncode == 0  # a clean version (if any) serves at once
     erasure = _scalar("SELECT max(id) FROM erasures")
+    assert _scalar("SELECT tainted_head FROM erasures WHERE id = :e", e=erasure) == head
+    pointer = _scalar("SELECT version FROM current_version")
     erased = _scalar("SELECT count(*) FROM model_versions WHERE status = 'erased'")
     out = _cli("erasures", "--run", "--all", env={CRASH_ENV: "erasure-retire"})
     assert out.returncode == -9, out.stderr  # killed in the retiring transaction, after the replay published
     assert _scalar("SELECT state FROM erasures WHERE id = :e", e=erasure) == "replaying"
-    assert _scalar("SELECT version FROM current_version") == serving  # the pointer did not move
+    assert _scalar("SELECT version FROM current_version") == pointer  # the pointer did not move
     assert _scalar("SELECT count(*) FROM model_versions WHERE status = 'erased'") == erased
     with get_engine().connect() as conn:
-        assert serving in {r["version"] for r in proof_rows(conn, [erasure])}
+        assert head in {r["version"] for r in proof_rows(conn, [erasure])}
 
     out = _cli("erasures", "--run")  # no --all: an abandoned replay is due at once, deadline or not
     assert out.returncode == 0, out.stderr
-    assert _scalar("SELECT state FROM erasures WHERE id = :e", e=erasure) == "done"
-    assert _scalar("SELECT version FROM current_version") != serving
+    replay = _scalar("SELECT replay FROM erasures WHERE id = :e AND state = 'done'", e=erasure)
+    # Even though `--now` had moved the pointer off it, the chain that served is trained again.
+    assert replay["versions_trained"] >= 1
+    serving = _scalar("SELECT version FROM current_version")
+    assert _scalar("SELECT replaced_by FROM model_versions WHERE version = :v AND status = 'erased'", v=head) == serving
     with get_engine().connect() as conn:
         assert proof_rows(conn) == []
+        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"item_embeddings_v{head}"}).scalar() is None
 
 
 def _row(version: int, rows: int, seconds: float) -> dict:

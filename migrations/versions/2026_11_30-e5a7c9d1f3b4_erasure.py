@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("clean_version", sa.Integer(), nullable=True),
         sa.Column("serving_version", sa.Integer(), nullable=True),
+        sa.Column("tainted_head", sa.Integer(), nullable=True),
         sa.Column("replay", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
         sa.Column("message", sa.Text(), server_default="", nullable=False),
         sa.Column("requested_by", sa.Text(), server_default="cli", nullable=False),

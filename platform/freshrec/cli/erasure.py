@@ -52,7 +52,10 @@ def erasures(
             from freshrec.logs import configure
 
             configure()
-            typer.echo(run_due(force=force).message)
+            outcome = run_due(force=force)
+            typer.echo(outcome.message)
+            if outcome.status == "locked":  # nothing ran: a script must not read this as done
+                raise typer.Exit(1)
         with engine.connect() as conn:
             rows = proof_rows(conn, [erasure_id] if erasure_id else None) if proof else erasure_rows(conn, erasure_id)
     if erasure_id and not rows and not proof:

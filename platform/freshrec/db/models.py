@@ -334,6 +334,9 @@ class Erasure(Base):
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     clean_version: Mapped[int | None] = mapped_column(sa.Integer)
     serving_version: Mapped[int | None] = mapped_column(sa.Integer)
+    # The version that served, and learned from the rows, when the request came: the chain the replay
+    # trains again, even after ``now`` moved the pointer back to a clean ancestor.
+    tainted_head: Mapped[int | None] = mapped_column(sa.Integer)
     replay: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"))
     message: Mapped[str] = mapped_column(sa.Text, server_default="")
     requested_by: Mapped[str] = mapped_column(sa.Text, server_default="cli")  # cli, api

@@ -5,8 +5,8 @@ every version that learned from it again, without it, through the lineage; ``aud
 versions saw a customer and proves that no live version still holds an erased row.
 """
 from freshrec.erasure.audit import erasure_rows, proof_rows, versions_that_saw
-from freshrec.erasure.forget import ErasureError, Request, forget
+from freshrec.erasure.forget import AlreadyErased, ErasureConflict, ErasureError, Request, forget
 from freshrec.erasure.replay import ReplayOutcome, due_erasures, run_due
 
-__all__ = ["ErasureError", "ReplayOutcome", "Request", "due_erasures", "erasure_rows", "forget", "proof_rows",
-           "run_due", "versions_that_saw"]
+__all__ = ["AlreadyErased", "ErasureConflict", "ErasureError", "ReplayOutcome", "Request", "due_erasures",
+           "erasure_rows", "forget", "proof_rows", "run_due", "versions_that_saw"]

@@ -38,6 +38,18 @@ class ErasureError(ValueError):
     """A request that cannot be made: names the field."""
 
 
+class AlreadyErased(ErasureError):
+    """Every customer asked for is erased already (their online rows are deleted again: a repair)."""
+
+    def __init__(self, message: str, users: list[str]):
+        super().__init__(message)
+        self.users = users
+
+
+class ErasureConflict(ErasureError):
+    """New rows of the customer committed while the erasure ran: nothing was erased; ask again."""
+
+
 @dataclass
 class Request:
     erasure_id: int
@@ -71,12 +83,16 @@ def _check(conn: Connection, user_ids: list[str], key: bytes) -> list[str]:
     known = {r[0] for r in conn.execute(sa.text("SELECT user_id FROM users WHERE user_id = ANY(:u)"), {"u": users})}
     unknown = [u for u in users if u not in known]
     if unknown:
-        (hashed,) = keyed_hashes(key, "user", unknown[:1])
-        earlier = conn.execute(sa.text("SELECT erasure_id FROM tombstones WHERE kind = 'user' AND key_hash = :h"),
-                               {"h": hashed}).scalar()
-        why = f"already erased (erasure {earlier})" if earlier else "unknown customer"
+        hashes = keyed_hashes(key, "user", unknown)
+        earlier = dict(conn.execute(sa.text(
+            "SELECT key_hash, erasure_id FROM tombstones WHERE kind = 'user' AND key_hash = ANY(:h)"), {"h": hashes}).all())
+        first = earlier.get(hashes[0])
+        why = f"already erased (erasure {first})" if first else "unknown customer"
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        raise ErasureError(f"user_id: {unknown[0]!r}: {why}{more}; nothing was erased")
+        message = f"user_id: {unknown[0]!r}: {why}{more}; nothing was erased"
+        if len(unknown) == len(users) and len(earlier) == len(hashes):
+            raise AlreadyErased(message, users)
+        raise ErasureError(message)
     return users
 
 
@@ -91,14 +107,30 @@ def newest_clean(conn: Connection, version: int | None, tainted: set[int]) -> in
 def forget(engine: Engine, settings: Settings, user_ids: list[str], now: bool = False, requested_by: str = "cli",
            store=None) -> Request:
     """Erase these customers' data in one transaction and queue the replay of the versions that saw them."""
+    key = erasure_key(settings)
+    try:
+        return _forget(engine, settings, user_ids, key, now, requested_by, store)
+    except AlreadyErased as err:
+        # Asked again: their online rows go again (idempotent), a repair for an online delete that a
+        # crash or a failed call skipped after the data transaction committed.
+        if store is not None:
+            forget_online(engine, store, err.users, [])
+            raise AlreadyErased(f"{err}; their online profiles were deleted again", err.users) from None
+        raise
+    except sa.exc.IntegrityError:
+        raise ErasureConflict("user_id: new rows of theirs were committed while the erasure ran; nothing was "
+                              "erased; ask again") from None
+
+
+def _forget(engine: Engine, settings: Settings, user_ids: list[str], key: bytes, now: bool, requested_by: str,
+            store) -> Request:
     from freshrec.features import lock_profiles
 
-    key = erasure_key(settings)
     with engine.begin() as conn:
         users = _check(conn, user_ids, key)
         lock_profiles(conn, users)  # no profile push for them runs across this transaction
-        rows = conn.execute(sa.text("SELECT id, event_key, item_id, event_time FROM interactions WHERE user_id = ANY(:u)"),
-                            {"u": users}).all()
+        rows = conn.execute(sa.text("SELECT id, event_key, item_id, event_time, query FROM interactions "
+                                    "WHERE user_id = ANY(:u)"), {"u": users}).all()
         erasure_id, deadline = conn.execute(sa.text(_REQUEST), {
             "users": len(users), "rows": len(rows), "now": now, "batch": settings.erasure.batch_seconds,
             "by": requested_by}).one()
@@ -108,19 +140,23 @@ def forget(engine: Engine, settings: Settings, user_ids: list[str], now: bool = 
         tombstones += [("event", h) for h in keyed_hashes(key, "event", [r.event_key for r in rows])]
         conn.execute(sa.text("INSERT INTO tombstones (kind, key_hash, erasure_id) VALUES (:k, :h, :e) ON CONFLICT DO NOTHING"),
                      [{"k": k, "h": h, "e": erasure_id} for k, h in tombstones])
-        profiles = [text_hash(r[0]) for r in conn.execute(
-            sa.text("SELECT DISTINCT profile_text FROM user_profiles WHERE user_id = ANY(:u)"), {"u": users})]
-        conn.execute(sa.text("DELETE FROM encoder_states WHERE text_sha256 = ANY(:h)"), {"h": profiles})
+        # Their states in the encoder-state cache: profile texts, and the queries they typed.
+        texts = {r[0] for r in conn.execute(
+            sa.text("SELECT DISTINCT profile_text FROM user_profiles WHERE user_id = ANY(:u)"), {"u": users})}
+        texts |= {r.query for r in rows if r.query}
+        conn.execute(sa.text("DELETE FROM encoder_states WHERE text_sha256 = ANY(:h)"), {"h": [text_hash(t) for t in texts]})
         ids = [r.id for r in rows]
         conn.execute(sa.text("DELETE FROM quarantined_rows WHERE interaction_id = ANY(:ids)"), {"ids": ids})
-        conn.execute(sa.text("DELETE FROM interactions WHERE user_id = ANY(:u)"), {"u": users})
+        # The rows read above, by id: a row committed since then is not deleted untombstoned; it makes
+        # the user row's delete fail (a foreign key), and the whole erasure with it (ErasureConflict).
+        conn.execute(sa.text("DELETE FROM interactions WHERE id = ANY(:ids)"), {"ids": ids})
         conn.execute(sa.text("DELETE FROM user_profiles WHERE user_id = ANY(:u)"), {"u": users})
         conn.execute(sa.text("DELETE FROM users WHERE user_id = ANY(:u)"), {"u": users})
-        crash_point("erasure-rows-deleted")
         items = sorted({r.item_id for r in rows})
         if rows:  # their contribution to popularity and buyers, from their first day on
             refresh_item_stats(conn, min(r.event_time for r in rows).date(), items)
         serving = current_version(conn)
+        tainted_head = serving if serving in tainted else None
         message = f"erasure {erasure_id}: {len(rows):,} rows of {len(users)} customers erased; "
         if serving in tainted and now:
             clean = newest_clean(conn, serving, tainted)
@@ -135,8 +171,9 @@ def forget(engine: Engine, settings: Settings, user_ids: list[str], now: bool = 
             message += f"version {serving} serves until the replay (deadline {deadline:%Y-%m-%d %H:%M:%S %Z})"
         else:
             message += f"the serving version ({serving}) never learned from them"
-        conn.execute(sa.text("UPDATE erasures SET serving_version = :s, message = :m WHERE id = :e"),
-                     {"s": serving, "m": message, "e": erasure_id})
+        conn.execute(sa.text("UPDATE erasures SET serving_version = :s, tainted_head = :h, message = :m WHERE id = :e"),
+                     {"s": serving, "h": tainted_head, "m": message, "e": erasure_id})
+        crash_point("erasure-rows-deleted")  # the last step before the commit: everything above rolls back
     if store is not None:
         forget_online(engine, store, users, items)
     return Request(erasure_id, len(users), len(rows), sorted(tainted), deadline, serving, message)

@@ -98,6 +98,11 @@ def run_due(settings: Settings | None = None, force: bool = False, store=None) -
         if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
             return ReplayOutcome("locked", message="an update (or another replay) is running; try again after it")
         try:
+            with engine.connect() as conn:  # vectors of versions erased by a run that died before dropping them
+                leftover = [r[0] for r in conn.execute(sa.text(
+                    "SELECT version FROM model_versions WHERE status = 'erased' "
+                    "AND to_regclass('item_embeddings_v' || version) IS NOT NULL"))]
+            drop_vectors(engine, leftover)
             with engine.begin() as conn:
                 due = due_erasures(conn, force)
                 if due:
@@ -164,10 +169,16 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
         tainted = {r[0] for r in conn.execute(
             sa.text("SELECT DISTINCT version FROM erasure_proof WHERE erasure_id = ANY(:e)"), {"e": due})}
         current = current_version(conn)
-        serving_chain = chain(conn, current) if current is not None else []
+        # The chain to train again: the serving one, or, where ``now`` moved the pointer back to a clean
+        # ancestor, the one that served when the request came (its tainted part is replayed all the same).
+        heads = [r[0] for r in conn.execute(sa.text(
+            "SELECT tainted_head FROM erasures WHERE id = ANY(:e) AND tainted_head IS NOT NULL ORDER BY tainted_head"),
+            {"e": due}) if r[0] in tainted]
+        start = heads[-1] if current not in tainted and heads else current
+        serving_chain = chain(conn, start) if start is not None else []
         excludes = {v: list(x) for v, x in conn.execute(
             sa.text("SELECT version, excludes_erasures FROM watermarks WHERE version = ANY(:v)"), {"v": sorted(tainted)})}
-        clean = newest_clean(conn, current, tainted)
+        clean = newest_clean(conn, start, tainted)
         root = artifacts.database_folder(conn, settings.artifacts_root)
     tainted_chain = [r for r in serving_chain if r["version"] in tainted]
     segments, choice, estimates = _plan(tainted_chain, clean)
@@ -176,13 +187,17 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
 
     replaced: dict[int, int | None] = {v: None for v in tainted}
     parent, verdicts, passed = clean, {}, []
-    carried: str | None = None  # the range of a version whose every row was erased: the next one takes it
+    # The range of a version whose every row was erased: the next one takes it, with the erasures its
+    # watermark excluded (else the proof would find the range without them).
+    carried: str | None = None
+    carried_excludes: set[int] = set()
     for segment in segments:
         cut = cut_between(engine, carried or segment.xid_from, segment.xid_to)
         if cut.row_count == 0:
             carried = cut.xid_from
             for r in segment.replaces:
                 replaced[r["version"]] = parent
+                carried_excludes.update(excludes.get(r["version"], []))
             continue
         carried = None
         params = segment.params
@@ -190,7 +205,8 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
         gate = _arguments(GateArguments, params.get("gate"))
         parts = Parts(_arguments(RankerArguments, params.get("ranker")), _arguments(CandidateConfig, params.get("candidates")),
                       _arguments(SearchArguments, params.get("search")))
-        excluded = sorted(set(due).union(*(excludes.get(r["version"], []) for r in segment.replaces)))
+        excluded = sorted(set(due).union(carried_excludes, *(excludes.get(r["version"], []) for r in segment.replaces)))
+        carried_excludes = set()
         t0, timings = time.perf_counter(), {}
         data = dataset.build(engine, store, cut, args)
         slices = gating.slice_baskets(data.gate_rows, data.guard_rows, data.train_rows, gate.max_eval_baskets)
@@ -210,7 +226,7 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
         log.info(f"replayed {[r['version'] for r in segment.replaces]} as version {built.version} "
                  f"({cut.row_count:,} rows; gate {built.verdict.reason})")
 
-    head = parent if tainted_chain else current
+    head = parent if tainted_chain else current  # nothing of the chain to train: the serving version stays
     serving, why = choose_serving(head, passed, clean, verdicts) if tainted_chain else (
         current, "the serving version never learned from the erased rows")
     seconds = time.perf_counter() - started
@@ -219,24 +235,52 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
               "versions_trained": len(verdicts), "seconds": round(seconds, 2)}
     message = (f"erasures {', '.join(map(str, due))}: {len(tainted)} versions retired, {len(verdicts)} trained "
                f"again ({record['choice']}) in {seconds:,.0f} s; {why}")
-    uris = _retire(engine, store, due, tainted, replaced, serving, clean, record, message)
+    serving, uris = _retire(engine, store, due, tainted, replaced, serving, current, record, message)
+    drop_vectors(engine, sorted(tainted))
     for uri in uris:
-        artifacts.remove(uri)
+        try:
+            artifacts.remove(uri)
+        except OSError as err:  # the erasure is done; an artifact left behind is swept by the next update
+            log.warning(f"could not delete the erased artifact {uri}: {err}")
     log.info(message)
     return ReplayOutcome("done", due, serving, replaced, message)
 
 
-def _retire(engine, store, due: list[int], tainted: set[int], replaced: dict, serving: int | None, clean: int | None,
-            record: dict, message: str) -> list[str]:
-    """One transaction: the pointer to ``serving``, the tainted versions ``erased`` (their vectors and
-    neighbours dropped), the erasures done. Returns the artifact locations to delete after it."""
-    from freshrec.features import delete_online_neighbours
+def drop_vectors(engine, versions: list[int]) -> None:
+    """Erased versions' item vectors: each partition detached concurrently, then dropped on its own.
+
+    Dropping an attached partition would hold an exclusive lock on ``item_embeddings``, which every
+    API process reads; ``DETACH ... CONCURRENTLY`` cannot run inside a transaction, so this runs after
+    the retiring one (and again at the next replay, for any that a crash left)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for version in versions:
+            table = f"item_embeddings_v{int(version)}"
+            attached = conn.execute(sa.text(
+                "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(:t) AND inhparent = 'item_embeddings'::regclass"),
+                {"t": table}).scalar()
+            if attached:
+                conn.execute(sa.text(f"ALTER TABLE item_embeddings DETACH PARTITION {table} CONCURRENTLY"))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+
+
+def _retire(engine, store, due: list[int], tainted: set[int], replaced: dict, serving: int | None,
+            started_from: int | None, record: dict, message: str) -> tuple[int | None, list[str]]:
+    """One transaction: the pointer to ``serving``, the tainted versions ``erased`` (their neighbours
+    dropped), the erasures done. Returns the version serving and the artifact locations to delete.
+
+    The pointer moves by compare-and-set, as a publish does: if an operator moved it during the replay
+    to a version that never saw the rows, it stays there."""
+    from freshrec.features import delete_online_neighbours, neighbour_keys
 
     versions = sorted(tainted)
-    delete_online_neighbours(engine, store, versions)  # from the rows about to go: they name the items
+    keys = neighbour_keys(engine, versions)  # read before the rows go: they name the items
     with engine.begin() as conn:
         conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
-        if serving is not None and serving != current_version(conn):
+        found = current_version(conn)
+        if found != started_from and found is not None and found not in tainted:
+            message += f"; the pointer moved to version {found} during the replay, which never saw the rows: it stays"
+            record["pointer_moved_to"], serving = found, found
+        elif serving is not None and serving != found:
             move_pointer(conn, serving, "erase", "erasure", message[:500])
         if serving is not None:
             conn.execute(sa.text("UPDATE model_versions SET status = 'promoted' WHERE version = :v"), {"v": serving})
@@ -245,10 +289,10 @@ def _retire(engine, store, due: list[int], tainted: set[int], replaced: dict, se
         for version in versions:
             conn.execute(sa.text("UPDATE model_versions SET status = 'erased', replaced_by = :by WHERE version = :v"),
                          {"v": version, "by": replaced.get(version)})
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS item_embeddings_v{int(version)}"))
         conn.execute(sa.text("DELETE FROM item_neighbours WHERE version = ANY(:v)"), {"v": versions})
         conn.execute(sa.text("UPDATE erasures SET state = 'done', finished_at = now(), clean_version = :c, "
                              "serving_version = :s, replay = CAST(:r AS jsonb), message = :m WHERE id = ANY(:e)"),
-                     {"c": clean, "s": serving, "r": json.dumps(record), "m": message, "e": due})
+                     {"c": record["clean"], "s": serving, "r": json.dumps(record), "m": message, "e": due})
         crash_point("erasure-retire")
-    return uris
+    delete_online_neighbours(engine, store, keys)  # after the commit: the versions serving until it keep theirs
+    return serving, uris

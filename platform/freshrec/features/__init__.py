@@ -1,6 +1,6 @@
 """Feast: the feature repository in feature_repo/, driven in-process."""
 from freshrec.features.environment import apply_environment, export_lines, feast_environment
-from freshrec.features.erase import delete_online_neighbours, delete_online_users, push_item_stats
+from freshrec.features.erase import delete_online_neighbours, delete_online_users, neighbour_keys, push_item_stats
 from freshrec.features.store import (
     FEATURE_REFS,
     FEATURE_SERVICE,
@@ -33,6 +33,7 @@ __all__ = [
     "historical_features",
     "lock_profiles",
     "materialize",
+    "neighbour_keys",
     "online_item_stats",
     "online_neighbours",
     "online_user_texts",

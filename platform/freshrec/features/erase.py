@@ -55,13 +55,17 @@ def delete_online_users(engine, store, user_ids: list[str]) -> int:
         return _delete(engine, store, "user_text", [{"user_id": u} for u in user_ids])
 
 
-def delete_online_neighbours(engine, store, versions: list[int]) -> int:
-    """Erased versions' co-purchase neighbours out of the online store (read off ``item_neighbours``
-    before its rows go)."""
+def neighbour_keys(engine, versions: list[int]) -> list[dict]:
+    """The online keys of these versions' co-purchase neighbours, read off ``item_neighbours`` (before
+    its rows go)."""
     with engine.connect() as conn:
-        rows = [{"model_version": int(v), "item_id": i} for v, i in conn.execute(
+        return [{"model_version": int(v), "item_id": i} for v, i in conn.execute(
             sa.text("SELECT version, item_id FROM item_neighbours WHERE version = ANY(:v)"), {"v": list(versions)})]
-    return _delete(engine, store, "item_neighbours", rows)
+
+
+def delete_online_neighbours(engine, store, keys: list[dict]) -> int:
+    """Erased versions' co-purchase neighbours (``neighbour_keys``) out of the online store."""
+    return _delete(engine, store, "item_neighbours", keys)
 
 
 _NEWEST_STATS = """

@@ -36,17 +36,20 @@ def router(settings: Settings) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["erasure"])
 
     @api.delete("/users/{user_id}", status_code=202, response_model=ErasureRequested, dependencies=ADMIN,
-                responses={401: {"description": "token"}, 404: {"description": "unknown or already erased"}})
+                responses={401: {"description": "token"}, 404: {"description": "unknown or already erased"},
+                           409: {"description": "their new rows committed meanwhile: nothing erased, ask again"}})
     def forget_user(user_id: str = USER_ID, now: bool = Query(False, description="serve the newest version that never "
                                                                                  "saw them at once"),
                     state: ApiState = Depends(api_state)) -> ErasureRequested:
         """Erase a customer: rows, profile and aggregates now (tombstoned against reloads), their online
         profile now; the models that learned from them at the replay."""
-        from freshrec.erasure import ErasureError, forget
+        from freshrec.erasure import ErasureConflict, ErasureError, forget
 
         try:
             request = forget(state.engine, state.settings, [user_id], now=now, requested_by="api", store=state.store)
-        except ErasureError as err:
+        except ErasureConflict as err:
+            raise HTTPException(409, str(err)) from None
+        except ErasureError as err:  # unknown, or already erased (then its online rows are deleted again)
             raise HTTPException(404, str(err)) from None
         state.holder.sync()  # with now=true this process swaps at once; the others on the NOTIFY
         return ErasureRequested(erasure_id=request.erasure_id, state="pending", users=request.users, rows=request.rows,
