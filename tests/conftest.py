@@ -179,3 +179,22 @@ def api_server(env: dict | None = None, ready: str = "/healthz"):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def run_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[Path, str]:
+    """`freshrec bench ARGS --out DIR` as its own process on a fresh home (it migrates its own
+    database, and its embedded server is stopped after); returns DIR and what it printed."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("FRESHREC_DATABASE_URL", None)
+    env["FRESHREC_HOME"] = str(tmp_path / "home")
+    repo, out = Path(__file__).resolve().parents[1], tmp_path / "out"
+    proc = subprocess.run(["freshrec", "bench", *args, "--out", str(out)], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    finally:
+        subprocess.run(["freshrec", "db", "stop"], cwd=repo, env=env, capture_output=True, timeout=60)
+    return out, proc.stdout

@@ -1,27 +1,14 @@
 """`freshrec bench freshness` with the tiny model, through the CLI, on a fresh home: a live API and a
 watcher as processes, events posted over HTTP, latencies until a version that consumed them is served."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_bench
 
 
 def test_events_posted_to_a_live_api_are_served_by_a_version_whose_watermark_covers_them(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("FRESHREC_DATABASE_URL", None)
-    env["FRESHREC_HOME"] = str(tmp_path / "home")
-    out = tmp_path / "out"
-    cmd = ["freshrec", "bench", "freshness", "--model", "tiny", "--rates", "4", "--seconds", "30", "--min-rows", "40",
-           "--max-age", "5", "--port", "8793", "--min-gate-baskets", "1", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
-    try:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    finally:
-        subprocess.run(["freshrec", "db", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
-    assert "4.0 events/s:" in proc.stdout and "| rate_per_s |" in proc.stdout  # the table is printed
+    out, printed = run_bench(tmp_path, "freshness", "--model", "tiny", "--rates", "4", "--seconds", "30", "--min-rows",
+                             "40", "--max-age", "5", "--port", "8793", "--min-gate-baskets", "1", timeout=1500)
+    assert "4.0 events/s:" in printed and "| rate_per_s |" in printed  # the table is printed
     result = json.loads((out / "freshness.json").read_text())
     (row,) = result["rows"]
     assert row["events"] == row["accepted"] + row["rejected_422"] + row["errors"] and row["errors"] == 0

@@ -1,26 +1,13 @@
 """`freshrec bench scale --factor 1,3` with the tiny model, through the CLI, on a fresh home: every measure of
 every factor, and the growth table beside the new rows' growth."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_bench
 
 
 def test_a_three_times_shop_is_measured_beside_the_bundled_one(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("FRESHREC_DATABASE_URL", None)
-    env["FRESHREC_HOME"] = str(tmp_path / "home")
-    out = tmp_path / "out"
-    cmd = ["freshrec", "bench", "scale", "--factor", "1,3", "--seconds", "2", "--concurrency", "1", "--port", "8805",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
-    try:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    finally:
-        subprocess.run(["freshrec", "db", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
+    out, _ = run_bench(tmp_path, "scale", "--factor", "1,3", "--seconds", "2", "--concurrency", "1", "--port", "8805",
+                       timeout=2400)
     result = json.loads((out / "scale.json").read_text())
     one, three = result["rows"]
     assert (one["factor"], three["factor"]) == (1, 3)

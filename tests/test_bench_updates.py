@@ -1,13 +1,10 @@
 """`freshrec bench updates` for 2 weeks with the tiny model, through the CLI, on the bundled data."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_bench
+
 ARMS = {"pipeline-incremental-head", "pipeline-full-retrain-head", "stale", "tower-incremental-head",
         "tower-full-retrain-head", "tifu-knn", "p-topfreq", "popularity", "tower-explore", "copurchase-explore",
         "popularity-explore", "candidates-small", "candidates-large"}
@@ -15,18 +12,8 @@ METRICS = ("recall", "ndcg", "recall_repeat", "ndcg_repeat", "recall_explore", "
 
 
 def test_two_week_run_has_every_arm_split_metrics_intervals_and_exact_watermarks(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("FRESHREC_DATABASE_URL", None)  # a fresh home: the bench migrates its own database
-    env["FRESHREC_HOME"] = str(tmp_path / "home")
-    cmd = ["freshrec", "bench", "updates", "--weeks", "2", "--model", "tiny", "--max-eval-users", "200",
-           "--device", "cpu", "--out", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    try:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    finally:
-        subprocess.run(["freshrec", "db", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
-
-    out = tmp_path / "out"
+    out, _ = run_bench(tmp_path, "updates", "--weeks", "2", "--model", "tiny", "--max-eval-users", "200", "--device", "cpu",
+                       timeout=1200)
     result = json.loads((out / "updates.json").read_text())
     weeks = {("2011-03-07"), ("2011-03-14")}
     assert {(r["arm"], r["test_week"]) for r in result["rows"]} == {(a, w) for a in ARMS for w in weeks}
