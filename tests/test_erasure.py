@@ -206,6 +206,26 @@ def test_a_replay_killed_before_it_retires_anything_is_taken_up_again(chain):
         assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"item_embeddings_v{head}"}).scalar() is None
 
 
+def test_the_readmes_erasure_recipes_run_in_psql(chain):
+    """The SQL of the README's Erasure section, as a reader pastes it: the proof prints nothing now,
+    the erasures' list one line per request."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Erasure (the right to be forgotten)")[1].split("\n## ")[0]
+    recipes = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(recipes) == 2
+    printed = []
+    for sql in recipes:
+        out = subprocess.run(["psql", chain["url"], "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (sql, out.stderr)
+        printed.append(out.stdout.strip().splitlines())
+    proof, erasures = printed
+    assert proof == [] and len(erasures) == _scalar("SELECT count(*) FROM erasures") >= 3
+    assert all("|done|" in line for line in erasures)
+
+
 def _row(version: int, rows: int, seconds: float) -> dict:
     return {"version": version, "xid_from": str(version * 10), "xid_to": str(version * 10 + 10), "row_count": rows,
             "timings": {"total_s": seconds}, "params": {}}
