@@ -409,14 +409,14 @@ def test_neighbours_missing_online_are_read_from_the_versions_rows(served_db):
     import pandas as pd
     import sqlalchemy as sa
 
-    from freshrec.features import delete_online_neighbours, open_store, push_item_neighbours
+    from freshrec.features import delete_online_neighbours, neighbour_keys, open_store, push_item_neighbours
     from freshrec.serving.snapshot import load_snapshot
 
     store = open_store()
     with get_engine().connect() as conn:
         stored = pd.read_sql(sa.text("SELECT item_id, partners, strengths, valid_from FROM item_neighbours "
                                      "WHERE version = 2 ORDER BY cardinality(partners) DESC, item_id"), conn)
-    assert len(stored) and delete_online_neighbours(get_engine(), store, [2]) > 0
+    assert len(stored) and delete_online_neighbours(get_engine(), store, neighbour_keys(get_engine(), [2])) > 0
     try:
         snap = load_snapshot(get_engine(), 2, store)
         rows = snap.item_index.get_indexer(stored["item_id"].head(5))
