@@ -156,6 +156,7 @@ def run(model: str, weeks: int, out_dir: Path, command: str, max_users: int = 40
              "updates": updates, "median_weekly_update_s": weekly, "full_retrain": full, "erasures": rows,
              "proof_rows_after": proof, "wall_s": time.perf_counter() - started}
     report.write(out_dir, "erasure", table, command, None, extra)
+    echo(report.markdown_table(table))
     return extra
 
 
