@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +58,18 @@ def create_database(base_url: str, name: str) -> str:
     return url
 
 
-def drop_database(base_url: str, name: str) -> None:
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+def drop_database(base_url: str, name: str, attempts: int = 3) -> None:
+    """Drop a bench database. ``WITH (FORCE)`` ends its sessions; a server that lost a backend meanwhile
+    restarts them all and closes this connection too, so the drop is tried again on a new one."""
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(base_url, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            return
+        except psycopg.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2.0 * (attempt + 1))
 
 
 def create_platform(base: Settings, base_url: str, name: str, strategy: str, scratch: Path, timeline,
