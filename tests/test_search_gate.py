@@ -28,7 +28,7 @@ def test_a_version_fine_tuned_on_shuffled_query_pairs_is_rejected(module_db, ret
                    x.event_time + interval '20 days', other.query
             FROM (SELECT *, row_number() OVER (ORDER BY md5(event_key)) AS n FROM interactions) x
             JOIN (SELECT query, row_number() OVER (ORDER BY md5(event_key || 'x')) AS n FROM interactions) other USING (n)"""))
-    forgetful = SearchArguments(learning_rate=0.05, epochs=10, l2_to_parent=0.0, patience=10)
+    forgetful = SearchArguments(learning_rate=0.1, epochs=10, l2_to_parent=0.0, patience=10)
     # Half the older rows replay, the other half are the guard slice (two days of history hold few).
     outcome = run_update(TrainingArguments(epochs=1, replay_fraction=0.5), GateArguments(min_baskets=5),
                          search_args=forgetful)
