@@ -121,18 +121,18 @@ def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny(tmp_path_factory.mktemp("models") / "tiny"))
 
 
-@pytest.fixture(scope="session")
-def served_url(make_database, retail_sample, tiny_model) -> str:
-    """A database with two versions (tiny model) of the real sample, materialized: what the API serves."""
+def two_versions(make_database, name: str, retail_sample: Path, tiny_model: str):
+    """A new database ``name`` with two versions (tiny model) of the real sample, December then January,
+    materialized; returns its URL and the Feast store on it."""
     from datetime import date
 
     from freshrec.db import get_engine
     from freshrec.features import apply, materialize, open_store
     from freshrec.ingest import online_retail_batch, write_batch
-    from freshrec.updater import run_update
     from freshrec.training.args import GateArguments, TrainingArguments
+    from freshrec.updater import run_update
 
-    url = make_database("api")
+    url = make_database(name)
     store = open_store()
     apply(store, get_settings().feast.repo_path)
     for since, until in ((None, date(2010, 12, 31)), (date(2011, 1, 1), None)):
@@ -141,7 +141,13 @@ def served_url(make_database, retail_sample, tiny_model) -> str:
         materialize(store)
         run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
                    base_model=tiny_model)
-    return url
+    return url, store
+
+
+@pytest.fixture(scope="session")
+def served_url(make_database, retail_sample, tiny_model) -> str:
+    """A database with two versions (tiny model) of the real sample, materialized: what the API serves."""
+    return two_versions(make_database, "api", retail_sample, tiny_model)[0]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -21,14 +21,12 @@ from freshrec.db import get_engine
 from freshrec.erasure import forget, proof_rows, run_due
 from freshrec.erasure.replay import _plan, choose_serving
 from freshrec.faults import CRASH_ENV
-from freshrec.features import apply, materialize, online_user_texts, open_store
-from freshrec.ingest import interactions_frame_batch, online_retail_batch, write_batch
+from freshrec.features import online_user_texts
+from freshrec.ingest import interactions_frame_batch, write_batch
 from freshrec.models.state_cache import text_hash
 from freshrec.registry import VersionError, promote, rollback
-from freshrec.training.args import GateArguments, TrainingArguments
-from freshrec.updater import run_update
 
-from conftest import api_server
+from conftest import api_server, two_versions
 
 FRESHREC = str(Path(sys.executable).parent / "freshrec")
 ADMIN = {"Authorization": f"Bearer {get_settings().api_token.get_secret_value()}"}
@@ -36,15 +34,7 @@ ADMIN = {"Authorization": f"Bearer {get_settings().api_token.get_secret_value()}
 
 @pytest.fixture(scope="module")
 def chain(make_database, retail_sample, tiny_model):
-    url = make_database("erase")
-    store = open_store()
-    apply(store, get_settings().feast.repo_path)
-    for since, until in ((None, date(2010, 12, 31)), (date(2011, 1, 1), None)):
-        with get_engine().begin() as conn:
-            write_batch(conn, online_retail_batch(retail_sample, since=since, until=until), "sample")
-        materialize(store)
-        run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
-                   base_model=tiny_model)
+    url, store = two_versions(make_database, "erase", retail_sample, tiny_model)
     with get_engine().connect() as conn:
         first_seen = dict(conn.execute(sa.text(
             "SELECT user_id, min(event_time) FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id")).all())
