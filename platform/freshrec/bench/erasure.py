@@ -17,7 +17,6 @@ the search side, the gate and the publish of every version it makes.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -31,11 +30,9 @@ from freshrec.bench import evaluation as ev
 from freshrec.bench import report
 from freshrec.bench.meter import Meter
 from freshrec.bench.metrics import as_interval, bootstrap
-from freshrec.bench.platform import Platform, base_model_path, create_platform, dispose
+from freshrec.bench.platform import bench_run, Platform, create_platform, dispose
 from freshrec.bench.timeline import open_timeline
 from freshrec.bench.updates import full_retrain
-from freshrec.config import get_settings
-from freshrec.db import database_url
 from freshrec.erasure import forget, run_due
 from freshrec.ranking.candidates import CandidateConfig
 from freshrec.training.args import GateArguments, TrainingArguments
@@ -89,10 +86,8 @@ def _quality(before: pd.DataFrame, after: pd.DataFrame) -> dict:
 
 def run(model: str, weeks: int, out_dir: Path, command: str, max_users: int = 400, echo=print) -> dict:
     started = time.perf_counter()
-    base, base_url = get_settings(), database_url()
-    tag = f"{os.getpid()}_{int(time.time())}"
-    scratch = base.home / "bench" / tag
-    base_model = base_model_path(model, scratch)
+    run_ = bench_run(model)
+    base, base_url, tag, scratch, base_model = run_.base, run_.base_url, run_.tag, run_.scratch, run_.base_model
     timeline = open_timeline(None, queries=QUERY_SHARE)
     if not 2 <= weeks < len(timeline.weeks):
         raise ValueError(f"--weeks: between 2 and {len(timeline.weeks) - 1}")

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import time
 
 from dataclasses import dataclass
@@ -89,6 +90,28 @@ def create_platform(base: Settings, base_url: str, name: str, strategy: str, scr
 
 def base_model_path(name: str, scratch: Path) -> str:
     return str(build_tiny(scratch / "models" / "tiny")) if name == "tiny" else str(resolve(name))
+
+
+@dataclass
+class BenchRun:
+    """What a benchmark run starts from: our settings and server, a tag and scratch folder of its own,
+    and the encoder to use (``tiny`` built there)."""
+
+    base: Settings
+    base_url: str
+    tag: str
+    scratch: Path
+    base_model: str
+
+
+def bench_run(model: str) -> BenchRun:
+    from freshrec.config import get_settings
+    from freshrec.db import database_url
+
+    base = get_settings()
+    tag = f"{os.getpid()}_{int(time.time())}"
+    scratch = base.home / "bench" / tag
+    return BenchRun(base, database_url(), tag, scratch, base_model_path(model, scratch))
 
 
 def dispose(platform: Platform, base_url: str) -> None:

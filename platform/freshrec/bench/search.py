@@ -37,13 +37,11 @@ import torch
 
 from freshrec.bench import report
 from freshrec.bench.metrics import as_interval, bootstrap
-from freshrec.bench.platform import base_model_path, create_platform, dispose
+from freshrec.bench.platform import bench_run, create_platform, dispose
 from freshrec.bench.processes import spawn, wait_ready
 from freshrec.bench.search_weeks import forgetting_plot
 from freshrec.bench.serving import _http_load, _row
 from freshrec.bench.timeline import open_timeline
-from freshrec.config import get_settings
-from freshrec.db import database_url
 from freshrec.ingest.synthetic_queries import VARIANTS, TitleWords, make_query
 from freshrec.search import evaluate, lexical
 from freshrec.search.bm25 import BM25
@@ -173,10 +171,8 @@ def run(model: str, out_dir: Path, command: str, items: int = 0, seconds: float 
         concurrencies: tuple[int, ...] = (1, 8), port: int = 8796, timeline_json: Path | None = None,
         echo=print) -> dict:
     started = time.perf_counter()
-    base, base_url = get_settings(), database_url()
-    tag = f"{os.getpid()}_{int(time.time())}"
-    scratch = base.home / "bench" / tag
-    base_model = base_model_path(model, scratch)
+    run_ = bench_run(model)
+    base, base_url, tag, scratch, base_model = run_.base, run_.base_url, run_.tag, run_.scratch, run_.base_model
     timeline = open_timeline(None, queries=QUERY_SHARE)
     platform = create_platform(base, base_url, f"freshrec_search_{tag}", "head", scratch, timeline)
     try:
