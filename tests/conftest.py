@@ -204,3 +204,26 @@ def run_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[Path, str]:
     finally:
         subprocess.run(["freshrec", "db", "stop"], cwd=repo, env=env, capture_output=True, timeout=60)
     return out, proc.stdout
+
+
+def wait_for_killed_sessions(engine, timeout_s: float = 15.0) -> None:
+    """Wait until no session holds an advisory lock on this database, after a process was SIGKILLed.
+
+    A killed client's backend lives until the server notices the closed socket, and its advisory
+    locks with it; on a loaded machine that takes a moment (CI once saw the lock still held when the
+    next query ran). The locks must still be gone within the timeout, or this fails.
+    """
+    import time
+
+    import sqlalchemy as sa
+
+    query = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with engine.connect() as conn:
+            held = conn.execute(query).scalar()
+        if not held:
+            return
+        assert time.monotonic() < deadline, f"{held} advisory lock(s) still held {timeout_s:.0f} s after the kill"
+        time.sleep(0.2)

@@ -22,12 +22,15 @@ from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.updater import run_update
 from freshrec.training.args import GateArguments, TrainingArguments
 
+from conftest import wait_for_killed_sessions
+
 REPO = Path(__file__).resolve().parents[1]
 STATE = """
 SELECT (SELECT count(*) FROM model_versions) AS versions, (SELECT count(*) FROM watermarks) AS watermarks,
        (SELECT count(*) FROM item_embeddings) AS embeddings, (SELECT count(*) FROM deployments) AS deployments,
        (SELECT version FROM current_version) AS current,
-       (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory') AS advisory_locks,
+       (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS advisory_locks,
        (SELECT coalesce(bool_and(consistent), true) FROM watermark_audit) AS audit_consistent
 """
 
@@ -83,6 +86,7 @@ def test_sigkill_at_every_point_leaves_nothing_and_the_next_run_completes(module
     for point in UPDATE_POINTS:
         proc = _update_process(tiny_model, crash_at=point)
         assert proc.returncode == -9, (point, proc.stdout, proc.stderr)
+        wait_for_killed_sessions(get_engine())
         assert _state() == before, point  # no version, watermark, embedding or pointer move; lock released
         # Each run first sweeps the orphans of the runs before it.
         assert ("swept 1 orphaned" in proc.stderr) == bool(orphans), (point, proc.stderr)  # the updater's log

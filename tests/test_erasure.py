@@ -26,7 +26,7 @@ from freshrec.ingest import interactions_frame_batch, write_batch
 from freshrec.models.state_cache import text_hash
 from freshrec.registry import VersionError, promote, rollback
 
-from conftest import api_server, two_versions
+from conftest import api_server, two_versions, wait_for_killed_sessions
 
 FRESHREC = str(Path(sys.executable).parent / "freshrec")
 ADMIN = {"Authorization": f"Bearer {get_settings().api_token.get_secret_value()}"}
@@ -74,6 +74,7 @@ def test_a_crash_in_the_data_transaction_leaves_the_customer_as_they_were(chain)
     states = _scalar("SELECT count(*) FROM encoder_states WHERE text_sha256 = ANY(:h)", h=[text_hash(t) for t in texts])
     out = _cli("forget", user, "--defer", env={CRASH_ENV: "erasure-rows-deleted"})
     assert out.returncode == -9, out.stderr  # killed after the deletes, before the commit
+    wait_for_killed_sessions(get_engine())
     assert _scalar("SELECT count(*) FROM interactions WHERE user_id = :u", u=user) == before > 0
     assert _scalar("SELECT count(*) FROM user_profiles WHERE user_id = :u", u=user) > 0
     assert _scalar("SELECT count(*) FROM erasures") == _scalar("SELECT count(*) FROM tombstones") == 0
@@ -178,6 +179,7 @@ def test_a_replay_killed_before_it_retires_anything_is_taken_up_again(chain):
     erased = _scalar("SELECT count(*) FROM model_versions WHERE status = 'erased'")
     out = _cli("erasures", "--run", "--all", env={CRASH_ENV: "erasure-retire"})
     assert out.returncode == -9, out.stderr  # killed in the retiring transaction, after the replay published
+    wait_for_killed_sessions(get_engine())
     assert _scalar("SELECT state FROM erasures WHERE id = :e", e=erasure) == "replaying"
     assert _scalar("SELECT version FROM current_version") == pointer  # the pointer did not move
     assert _scalar("SELECT count(*) FROM model_versions WHERE status = 'erased'") == erased
