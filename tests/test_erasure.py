@@ -109,6 +109,7 @@ def test_forget_then_replay_leaves_no_live_version_holding_their_rows(chain):
         assert conn.execute(sa.text("SELECT version FROM current_version")).scalar() == 3
         assert conn.execute(sa.text("SELECT to_regclass('item_embeddings_v2')")).scalar() is None
         assert conn.execute(sa.text("SELECT count(*) FROM item_neighbours WHERE version = 2")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM copurchase_counts WHERE version = 2")).scalar() == 0
         state = conn.execute(sa.text("SELECT state, replay FROM erasures WHERE id = :e"), {"e": request.erasure_id}).one()
     # The same range as the version it replaced, less the erased rows; from the same parent.
     assert replayed.parent_version == 1 and replayed.status == "promoted"

@@ -93,6 +93,25 @@ def test_offline_item_stats_equal_feasts_point_in_time_join_and_the_raw_rows(loa
         assert from_feast == offline[day][row_of[r.item_id]].tolist() == _recomputed_item_stats(rows, r.item_id, day)
 
 
+def test_day_states_resumed_from_a_kept_pass_equal_counting_from_nothing(loaded):
+    """Passes over the days in any order (training, validation, gate slices) see the counts of every
+    basket strictly before the day, exactly as one fresh count up to that day."""
+    from freshrec.ranking.copurchase import CoPurchase
+
+    rows, items = _raw()
+    log = EventLog.build(rows[rows.event_type == "purchase"], items)
+    days = sorted(np.unique(day_of(log.time)).tolist())[1:] + [float(day_of(np.array([log.time.max()]))[0] + DAY)]
+    states = OfflineDays(get_engine(), log, days)
+    walk = [days[2], days[-1], days[0], days[3], days[1], days[2], days[-1], days[0], days[-1]]
+    for day in walk:
+        fresh = CoPurchase(log.n_items)
+        fresh.advance(log, day)
+        got = states(day).copurchase
+        assert got.added_until == day and (got.counts != fresh.counts).nnz == 0, day
+        assert got.counts.sum() == fresh.counts.sum() > 0
+    assert 0 < len(states.kept) <= OfflineDays.KEEP
+
+
 def test_ranker_features_see_only_events_strictly_before_each_basket(loaded):
     rows, items = _raw()
     engine = get_engine()

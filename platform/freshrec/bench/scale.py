@@ -39,7 +39,7 @@ from freshrec.ingest.online_retail import BUNDLED, read_purchases
 
 FIRST_UNTIL, WEEK_14 = date(2011, 2, 27), (date(2011, 2, 28), date(2011, 3, 6))
 TABLES = ("interactions", "user_profiles", "item_daily_stats", "item_texts", "items", "item_embeddings",
-          "item_neighbours", "item_search_vectors", "encoder_states")
+          "item_neighbours", "copurchase_counts", "item_search_vectors", "encoder_states")
 STEPS = ("features_s", "train_s", "ranker_inputs_s", "ranker_s", "warm_profiles_s", "search_s", "evaluate_s", "total_s")
 
 

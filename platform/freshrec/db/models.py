@@ -269,6 +269,28 @@ class ItemNeighbours(Base):
     written_xid: Mapped[Any] = _written()
 
 
+class CoPurchaseCount(Base):
+    """What one version's cut added to how often two items share a basket (every ordered pair, and each
+    item with itself: the baskets holding it). A lineage's counts are the sum over its versions
+    (``freshrec.ranking.pair_counts``); an erasure subtracts a customer's baskets."""
+
+    __tablename__ = "copurchase_counts"
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    item_a: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    item_b: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    baskets: Mapped[int] = mapped_column(sa.Integer)
+
+
+class CoPurchaseCut(Base):
+    """A version whose cut is counted in ``copurchase_counts`` (one published before that table is
+    counted when a descendant first needs it)."""
+
+    __tablename__ = "copurchase_cuts"
+    version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
+    pair_rows: Mapped[int] = mapped_column(sa.BigInteger)
+    counted_at: Mapped[datetime] = _created()
+
+
 class ItemEmbedding(Base):
     """A version's item vectors, one LIST partition per version (``item_embeddings_v<N>``, made by the
     publish): each version's own HNSW index, and dropping a version's vectors drops its partition."""

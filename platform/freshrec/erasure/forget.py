@@ -7,6 +7,7 @@ The data transaction, all or nothing (a crash anywhere in it leaves the customer
 - writes tombstones (keyed hashes of the user id and of every erased event key): a reload of the
   same source file skips those rows;
 - drops the customer's profile states from the encoder-state cache, and their quarantined rows;
+- subtracts their baskets from every version's co-purchase counts (``ranking.pair_counts``);
 - deletes their interactions, profile rows and user row;
 - rebuilds the daily aggregates (popularity, buyers) of the items they touched, without them;
 - with ``now``, moves the pointer to the newest version that never saw them.
@@ -29,6 +30,7 @@ from freshrec.erasure.keys import erasure_key, keyed_hashes
 from freshrec.faults import crash_point
 from freshrec.ingest.aggregates import refresh_item_stats
 from freshrec.models.state_cache import text_hash
+from freshrec.ranking.pair_counts import subtract_users
 from freshrec.registry.versions import current_version, move_pointer
 
 log = logging.getLogger("freshrec.erasure")
@@ -146,6 +148,7 @@ def _forget(engine: Engine, settings: Settings, user_ids: list[str], key: bytes,
         texts |= {r.query for r in rows if r.query}
         conn.execute(sa.text("DELETE FROM encoder_states WHERE text_sha256 = ANY(:h)"), {"h": [text_hash(t) for t in texts]})
         ids = [r.id for r in rows]
+        subtract_users(conn, users)  # their baskets out of every version's co-purchase counts, before the rows go
         conn.execute(sa.text("DELETE FROM quarantined_rows WHERE interaction_id = ANY(:ids)"), {"ids": ids})
         # The rows read above, by id: a row committed since then is not deleted untombstoned; it makes
         # the user row's delete fail (a foreign key), and the whole erasure with it (ErasureConflict).

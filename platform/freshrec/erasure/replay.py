@@ -36,6 +36,7 @@ from freshrec.db import get_engine
 from freshrec.erasure.forget import newest_clean
 from freshrec.faults import crash_point
 from freshrec.ranking.candidates import CandidateConfig
+from freshrec.ranking.pair_counts import drop_versions as drop_counts
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain, current_version, move_pointer
 from freshrec.training import dataset
@@ -290,6 +291,7 @@ def _retire(engine, store, due: list[int], tainted: set[int], replaced: dict, se
             conn.execute(sa.text("UPDATE model_versions SET status = 'erased', replaced_by = :by WHERE version = :v"),
                          {"v": version, "by": replaced.get(version)})
         conn.execute(sa.text("DELETE FROM item_neighbours WHERE version = ANY(:v)"), {"v": versions})
+        drop_counts(conn, versions)
         conn.execute(sa.text("UPDATE erasures SET state = 'done', finished_at = now(), clean_version = :c, "
                              "serving_version = :s, replay = CAST(:r AS jsonb), message = :m WHERE id = ANY(:e)"),
                      {"c": record["clean"], "s": serving, "r": json.dumps(record), "m": message, "e": due})

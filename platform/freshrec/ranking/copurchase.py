@@ -109,6 +109,12 @@ class CoPurchase:
         self.counts = sparse.csr_matrix((n_items, n_items), dtype=np.float32)
         self.added_until = -np.inf  # baskets strictly before this time are in
 
+    def copy(self) -> CoPurchase:
+        """A copy that shares the counts: ``add`` replaces the matrix, never writes into it."""
+        other = CoPurchase.__new__(CoPurchase)
+        other.n_items, other.counts, other.added_until = self.n_items, self.counts, self.added_until
+        return other
+
     def add(self, baskets: list[np.ndarray]) -> None:
         """Count every ordered pair of items (and each item with itself) of each basket."""
         if not baskets:

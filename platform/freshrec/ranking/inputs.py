@@ -1,7 +1,8 @@
 """Where the pipeline's inputs come from: PostgreSQL for events, Feast's sources and store for aggregates.
 
 Two paths to the same numbers:
-- offline (the updater, the gate): the event log of the rows a version's lineage consumed, and
+- offline (the updater, the gate): the event log of the rows a version's lineage consumed (for a
+  child version, only its baskets' users': ``updater.stages.ranker_inputs``), and
   the daily item aggregates read in bulk from ``item_daily_stats``, the table behind Feast's
   ``item_stats`` view (a day x item array, where Feast's point-in-time join would take one entity
   row per candidate; ``tests/test_ranking.py`` proves both give the same values);
@@ -49,10 +50,14 @@ SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIM
 FROM interactions"""
 
 
-def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray) -> EventLog:
-    """Every row below a cut's horizon: exactly what the lineage ending at that cut consumed."""
+def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray, users: list[str] | None = None) -> EventLog:
+    """Every purchase below a cut's horizon (exactly what the lineage ending at that cut consumed), or
+    only these users' (their whole history up to it: an update's baskets need no one else's)."""
+    sql, params = _CONSUMED_ROWS, {"xid_to": str(int(xid_to))}
+    if users is not None:
+        sql, params = sql + " AND user_id = ANY(:users)", {**params, "users": list(users)}
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(_CONSUMED_ROWS), conn, params={"xid_to": str(int(xid_to))})
+        frame = pd.read_sql(sa.text(sql), conn, params=params)
     return EventLog.build(frame, item_ids)
 
 
@@ -116,17 +121,38 @@ def online_stats_array(store, item_ids: np.ndarray) -> np.ndarray:
 class OfflineDays:
     """Day states for point-in-time training and gating, for the days of ``day_starts``.
 
-    Co-purchase counts advance through the log's baskets before each day (asked for an earlier
-    day, they start over); the aggregates come from ``item_daily_stats`` at the day's start.
+    Co-purchase counts advance through the log's baskets before each day, unless a fixed
+    ``copurchase`` is given (a child version's: its parent's published neighbours); the aggregates
+    come from ``item_daily_stats`` at the day's start.
+
+    Each pass (training, validation, each model on each gate slice) walks its days in increasing
+    order, and the next pass starts earlier again. Every step rebuilds the sparse counts, so starting
+    each pass over from nothing cost (passes x days x pairs): the state at the first day of a pass is
+    kept (a few of them), and a later pass resumes from the newest one at or before its first day.
     """
 
-    def __init__(self, engine: Engine, log: EventLog, day_starts):
-        self.log = log
+    KEEP = 3  # kept states: each shares its matrix with no one once the pass moves on
+
+    def __init__(self, engine: Engine, log: EventLog, day_starts, copurchase=None):
+        self.log, self.fixed = log, copurchase
         self.copurchase = CoPurchase(log.n_items)
+        self.kept: dict[float, CoPurchase] = {}
         self.stats = daily_item_stats(engine, log.item_ids, sorted({float(d) for d in day_starts}))
 
+    def _resume(self, day: float) -> CoPurchase:
+        """The newest kept state at or before ``day`` (a copy), or nothing counted yet."""
+        earlier = [d for d in self.kept if d <= day]
+        return self.kept[max(earlier)].copy() if earlier else CoPurchase(self.log.n_items)
+
     def __call__(self, day: float) -> DayState:
+        if self.fixed is not None:
+            return DayState(self.fixed, self.stats[day])
+        starts_a_pass = day < self.copurchase.added_until or not self.kept
         if day < self.copurchase.added_until:
-            self.copurchase = CoPurchase(self.log.n_items)
+            self.copurchase = self._resume(day)
         self.copurchase.advance(self.log, day)
+        if starts_a_pass and day not in self.kept:
+            self.kept[day] = self.copurchase.copy()
+            if len(self.kept) > self.KEEP:
+                del self.kept[next(iter(self.kept))]  # the oldest kept, by insertion
         return DayState(self.copurchase, self.stats[day])

@@ -28,6 +28,7 @@ from freshrec.db.vectors import read_vectors
 from freshrec.ranking import inputs
 from freshrec.ranking.candidates import CandidateConfig, DayState
 from freshrec.ranking.copurchase import FetchedNeighbours, Neighbours
+from freshrec.ranking.pair_counts import has_neighbours, read_neighbours
 from freshrec.ranking.scorer import RankingModel
 from freshrec.ranking.pipeline import Queries, TowerIndex, day_of, rank
 from freshrec.registry import artifacts
@@ -212,10 +213,8 @@ def _published_neighbours(engine: Engine, store, version: int, item_ids: np.ndar
     from freshrec.features import online_neighbours
 
     with engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT EXISTS (SELECT FROM item_neighbours WHERE version = :v)"),
-                              {"v": version}).scalar()
-    if not stored:
-        return None
+        if not has_neighbours(conn, version):
+            return None
 
     def fetch(ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
         # Online first; items it lacks (a push that failed, a materialize not yet run) from the version's rows.
@@ -227,9 +226,7 @@ def _published_neighbours(engine: Engine, store, version: int, item_ids: np.ndar
         missing = [i for i in ids if i not in found]
         if missing:
             with engine.connect() as conn:
-                found.update({r.item_id: (list(r.partners), list(r.strengths)) for r in conn.execute(sa.text(
-                    "SELECT item_id, partners, strengths FROM item_neighbours WHERE version = :v AND item_id = ANY(:i)"),
-                    {"v": version, "i": missing})})
+                found.update(read_neighbours(conn, version, missing))
         return found
 
     return FetchedNeighbours(fetch, item_ids, pd.Index(item_ids))

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, push_item_neighbours
-from freshrec.ranking.copurchase import from_log
+from freshrec.ranking.pair_counts import neighbours_frame
 from freshrec.registry import artifacts
 from freshrec.registry.versions import NewVersion, promotion_stack, publish
 from freshrec.search.pipeline import SearchConfig
@@ -92,8 +92,6 @@ def build(world: World, engine, settings, store, root: str, parent: int | None, 
                 "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
                 "search_params": parts.search.to_dict(),
                 "gate": gate.__dict__, "sample_seed": data.seed, "code_version": code_version()}
-    # The co-purchase partners the version serves with, from every basket its lineage consumed.
-    neighbours = from_log(trained.events).neighbours().frame(trained.events.item_ids)
     uri = artifacts.new_uri(root)
     sha = artifacts.write(uri, trained.model, trained.tokenizer, manifest, metrics, trained.encoder_state,
                           trained.candidate.ranker, candidates, (search.adapter, search.config))
@@ -108,10 +106,10 @@ def build(world: World, engine, settings, store, root: str, parent: int | None, 
                    metrics=metrics, feast_project=settings.feast.project, feature_refs=FEATURE_REFS,
                    code_version=manifest["code_version"],
                    device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
-        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined, neighbours,
+        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined,
         excludes_erasures=excludes,
     )
-    _push_neighbours(store, version, neighbours)
+    _push_neighbours(engine, store, version)
     return Built(version, status, verdict, metrics)
 
 
@@ -141,10 +139,13 @@ def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> fl
     return time.perf_counter() - started
 
 
-def _push_neighbours(store, version: int, neighbours) -> None:
-    """Online now, so an API serving the version finds them; a failure only delays them to the next
-    `features materialize` (the rows are committed)."""
+def _push_neighbours(engine, store, version: int) -> None:
+    """The co-purchase partners the version serves with (published with it), online now, so an API
+    serving the version finds them; a failure only delays them to the next `features materialize`
+    (the rows are committed)."""
     try:
+        with engine.connect() as conn:
+            neighbours = neighbours_frame(conn, version)
         push_item_neighbours(store, version, neighbours.assign(valid_from=datetime.now(timezone.utc)))
     except Exception as err:  # noqa: BLE001 - the version is published either way
         log.warning(f"version {version}'s neighbours did not reach the online store ({err}); "

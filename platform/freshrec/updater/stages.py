@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import freshrec
 from freshrec.models.base import base_digest, load_encoder, load_tokenizer, resolve
@@ -24,7 +25,9 @@ from freshrec.models.ranker import Ranker
 from freshrec.models.state_cache import StateCache, encoder_digest
 from freshrec.models.towers import TwoTower
 from freshrec.ranking.events import BrowseLog, EventLog, epoch_seconds
+from freshrec.ranking.copurchase import FetchedNeighbours
 from freshrec.ranking.inputs import OfflineDays, consumed_browsing, consumed_log
+from freshrec.ranking.pair_counts import has_neighbours, read_neighbours
 from freshrec.ranking.pipeline import day_of
 from freshrec.ranking.scorer import RankingModel
 from freshrec.registry import artifacts
@@ -127,6 +130,34 @@ def users_of(data: TrainingData) -> list[str]:
     return sorted({u for f in frames for u in f["user_id"]})
 
 
+def ranker_inputs(engine, parent: int | None, cut: Cut, data: TrainingData, item_ids: np.ndarray
+                  ) -> tuple[EventLog, OfflineDays]:
+    """The event log and day states the ranker trains and is gated on.
+
+    A child reads only what its baskets need: the purchase history of the users whose baskets it
+    trains, validates or is gated on, and, for co-purchase, its parent's published neighbours, read
+    item by item as those users' baskets ask for them. These are what served the cut's baskets when
+    they happened (no train/serve skew); for the older baskets it replays, they also count baskets
+    that came later, an approximation the README states. Nothing here grows with the shop's history.
+
+    A version without a parent (a first version, a full retrain), or whose parent has no stored
+    neighbours, counts co-purchase through every consumed basket, point in time (its cut is all
+    of history anyway)."""
+    with engine.connect() as conn:
+        stored = parent is not None and has_neighbours(conn, parent)
+    if not stored:
+        events = consumed_log(engine, cut.xid_to, item_ids)
+        return events, OfflineDays(engine, events, needed_days(data))
+    events = consumed_log(engine, cut.xid_to, item_ids, users=users_of(data))
+    index = pd.Index(item_ids)
+
+    def fetch(ids: list[str]) -> dict:
+        with engine.connect() as conn:
+            return read_neighbours(conn, parent, ids)
+
+    return events, OfflineDays(engine, events, needed_days(data), FetchedNeighbours(fetch, item_ids, index))
+
+
 @dataclass
 class Trained:
     """A version's parts, trained and not yet judged or published."""
@@ -179,9 +210,8 @@ def train_version(engine, data: TrainingData, cut: Cut, start: Start, args: Trai
         parent_rm = ranking_model(engine, parent_model, tokenizer, device, cache if args.strategy == "head" else None,
                                   catalog, start.ranker, start.loaded.candidates or candidates, args)
     item_ids = catalog["item_id"].to_numpy(dtype=object)
-    events = consumed_log(engine, cut.xid_to, item_ids)
+    events, days = ranker_inputs(engine, parent, cut, data, item_ids)
     browse = consumed_browsing(engine, cut.xid_to, users_of(data), item_ids)
-    days = OfflineDays(engine, events, needed_days(data))
     timings["ranker_inputs_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
