@@ -1,6 +1,7 @@
 """Co-purchase counts as SQL state (``ranking.pair_counts``): after several incremental updates, after
 an upgrade from versions published before the state existed, and after an erasure, every version's
-lineage sum equals a rebuild from the raw rows, and its neighbours equal the in-process computation.
+lineage sum equals a rebuild from the raw rows; after the updates and the upgrade, its neighbours
+equal the in-process computation.
 """
 from datetime import date
 
