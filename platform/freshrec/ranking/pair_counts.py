@@ -7,13 +7,15 @@ A lineage's counts are the sum over its versions, so:
 - an update adds only its cut's pairs, in its publish transaction: the work follows the new rows;
 - an erasure subtracts the customer's pairs from the versions that counted them, in its own
   transaction (``subtract_users``);
-- a version's top-k neighbours (``item_neighbours``) are recomputed only for the items its cut
-  touched; every other item's are its parent's, copied in SQL (an untouched item's counts, and so
-  its P(partner | item), did not change).
+- a version's top-k neighbours (``item_neighbours``) are what these counts rank to
+  (``tests/test_copurchase_counts.py``), though the updater ranks them in process from the raw
+  purchase rows (``updater.build._neighbours``): on this shop a purchase row makes about 20 pair
+  rows, and a first design that ranked the touched items from the lineage's counts in SQL made a
+  publish grow with history.
 
 A basket is a user's purchases at one moment (as ``EventLog``). One whose rows span two cuts is
 counted exactly: the later cut adds C(all its rows) - C(its earlier rows), the pairs with at least
-one item new to it. Nothing here is dense, and nothing leaves the database.
+one item new to it. Nothing here is dense.
 
 ``copurchase_cuts`` records which versions' counts are written: a version published before this
 table existed (an upgrade) is counted from its watermark when a descendant first needs it.
@@ -24,12 +26,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from freshrec.ranking.copurchase import NEIGHBOURS
-
 # The pairs a cut [xid_from, xid_to) adds, optionally for some users only (an erasure's). ``before``:
 # the item was already in the basket below the cut (its pairs with other such items are counted).
-# Pairs come from unnesting each basket's items twice, not from joining the items with themselves
-# (the same nested-loop risk as below).
+# Pairs come from unnesting each basket's items twice, never from joining the items with themselves:
+# on fresh, unanalysed rows the planner may take a nested loop there, quadratic in the rows.
 _DELTA = """
 WITH touched AS (
     SELECT DISTINCT user_id, event_time FROM interactions
@@ -55,32 +55,6 @@ SELECT a.ancestor AS version, w.xid_from::text AS xid_from, w.xid_to::text AS xi
 FROM version_ancestry a JOIN watermarks w ON w.version = a.ancestor
 WHERE a.version = :version AND NOT EXISTS (SELECT FROM copurchase_cuts c WHERE c.version = a.ancestor)
 ORDER BY a.depth DESC"""
-_LINEAGE = "SELECT array_agg(ancestor) FROM version_ancestry WHERE version = :version"
-
-# Each item's k strongest partners by P(partner | item) = pairs / baskets holding the item, in
-# float4 as the in-process ``CoPurchase.neighbours`` (ties: the catalog's order, ``ORDER BY item_id``).
-# Windows, never a join of the counts with themselves: on fresh, unanalysed rows the planner may
-# take a nested loop there, quadratic in the pairs (seen: a replay's publish ran for many minutes).
-_NEIGHBOURS = """
-WITH counts AS (
-    SELECT item_a, item_b, sum(baskets)::float4 AS n FROM copurchase_counts
-    WHERE version = ANY(:lineage) {items}
-    GROUP BY 1, 2 HAVING sum(baskets) > 0
-), with_own AS (
-    SELECT item_a, item_b, n, max(n) FILTER (WHERE item_b = item_a) OVER (PARTITION BY item_a) AS own FROM counts
-), ranked AS (
-    SELECT item_a, item_b, n / own AS strength,
-           row_number() OVER (PARTITION BY item_a ORDER BY n / own DESC, item_b) AS r
-    FROM with_own WHERE item_b <> item_a
-)
-INSERT INTO item_neighbours (version, item_id, partners, strengths)
-SELECT :version, item_a, array_agg(item_b ORDER BY r), array_agg(strength ORDER BY r)
-FROM ranked WHERE r <= :k GROUP BY item_a"""
-_COPY_UNTOUCHED = """
-INSERT INTO item_neighbours (version, item_id, partners, strengths)
-SELECT :version, p.item_id, p.partners, p.strengths FROM item_neighbours p
-WHERE p.version = :parent AND NOT (p.item_id = ANY(:touched))"""
-
 
 def _count_cut(conn: Connection, version: int, xid_from: str, xid_to: str) -> int:
     """Write what one version's cut adds; returns the number of pair rows."""
@@ -88,10 +62,6 @@ def _count_cut(conn: Connection, version: int, xid_from: str, xid_to: str) -> in
         f"INSERT INTO copurchase_counts (version, item_a, item_b, baskets) SELECT :version, d.* FROM ({_DELTA.format(users='')}) d"),
         {"version": version, "xid_from": xid_from, "xid_to": xid_to}).rowcount
     conn.execute(sa.text("INSERT INTO copurchase_cuts (version, pair_rows) VALUES (:v, :n)"), {"v": version, "n": written})
-    # The planner's statistics must know the rows just added (ANALYZE counts this transaction's own
-    # inserts): estimated at one row, a version's fresh counts got a nested loop over the lineage's
-    # millions of rows in the neighbours query (a 3x shop's weekly publish took 250 s).
-    conn.execute(sa.text("ANALYZE copurchase_counts"))
     return written
 
 
@@ -100,30 +70,6 @@ def count_lineage(conn: Connection, version: int) -> int:
     oldest first, in the caller's transaction; returns the pair rows written."""
     pending = conn.execute(sa.text(_UNCOUNTED), {"version": version}).all()
     return sum(_count_cut(conn, r.version, r.xid_from, r.xid_to) for r in pending)
-
-
-def publish_neighbours(conn: Connection, version: int, parent: int | None, k: int = NEIGHBOURS) -> int:
-    """The version's ``item_neighbours`` from its lineage's counts (after ``count_lineage``): the items
-    its cut touched recomputed, the others copied from the parent. Returns the rows written."""
-    lineage = conn.execute(sa.text(_LINEAGE), {"version": version}).scalar()
-    incremental = parent is not None and has_neighbours(conn, parent)
-    params = {"version": version, "lineage": lineage, "k": k}
-    if not incremental:  # a first version, or a parent without stored neighbours: every item
-        return conn.execute(sa.text(_NEIGHBOURS.format(items="")), params).rowcount
-    # The items the cut touched, as an array: each looked up by the primary key, whatever the estimates.
-    touched = [r[0] for r in conn.execute(sa.text(
-        "SELECT DISTINCT item_a FROM copurchase_counts WHERE version = :version"), {"version": version})]
-    written = conn.execute(sa.text(_NEIGHBOURS.format(items="AND item_a = ANY(:touched)")),
-                           {**params, "touched": touched}).rowcount
-    return written + conn.execute(sa.text(_COPY_UNTOUCHED),
-                                  {"version": version, "parent": parent, "touched": touched}).rowcount
-
-
-def neighbours_frame(conn: Connection, version: int) -> pd.DataFrame:
-    """A version's neighbours as Feast's ``item_neighbours`` view takes them (item_id, partners, strengths)."""
-    rows = conn.execute(sa.text("SELECT item_id, partners, strengths FROM item_neighbours WHERE version = :v "
-                                "ORDER BY item_id"), {"v": version}).all()
-    return pd.DataFrame(rows, columns=["item_id", "partners", "strengths"])
 
 
 def read_neighbours(conn: Connection, version: int, item_ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:

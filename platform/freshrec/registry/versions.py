@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from freshrec.db.vectors import to_literal
 from freshrec.faults import crash_point
-from freshrec.ranking.pair_counts import count_lineage, publish_neighbours
+from freshrec.ranking.pair_counts import count_lineage
 from freshrec.training.watermark import Cut
 
 
@@ -70,10 +70,10 @@ def current_version(conn: Connection) -> int | None:
 
 
 def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray,
-            quarantined: pd.DataFrame | None = None, excludes_erasures: tuple[int, ...] = ()) -> tuple[int, str]:
-    """Version row, watermark, item embeddings, the cut's co-purchase counts and the version's
-    neighbours (``ranking.pair_counts``), quarantined rows and (if promoted) the pointer move: all or
-    nothing.
+            quarantined: pd.DataFrame | None = None, neighbours: pd.DataFrame | None = None,
+            excludes_erasures: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Version row, watermark, item embeddings, the cut's co-purchase counts (``ranking.pair_counts``)
+    and the version's neighbours, quarantined rows and (if promoted) the pointer move: all or nothing.
 
     The pointer moves by compare-and-set: only if it still points at the version the update
     started from. If an operator moved it meanwhile (a rollback during training, say), the new
@@ -100,7 +100,11 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         raw = conn.connection.driver_connection
         _embeddings_partition(conn, raw, version, item_ids, item_vecs)
         count_lineage(conn, version)  # its cut's pairs (and any ancestor's not counted yet)
-        publish_neighbours(conn, version, new.parent_version)
+        if neighbours is not None and len(neighbours):
+            with raw.cursor().copy("COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN") as copy:
+                copy.set_types(["int4", "text", "text[]", "float4[]"])
+                for row in neighbours.itertuples(index=False):
+                    copy.write_row((version, row.item_id, list(row.partners), list(row.strengths)))
         if quarantined is not None and len(quarantined):
             with raw.cursor().copy("COPY quarantined_rows (version, interaction_id, reason) FROM STDIN") as copy:
                 for row in quarantined.itertuples(index=False):

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, push_item_neighbours
-from freshrec.ranking.pair_counts import neighbours_frame
+from freshrec.ranking.copurchase import from_log
+from freshrec.ranking.inputs import consumed_log
 from freshrec.registry import artifacts
 from freshrec.registry.versions import NewVersion, promotion_stack, publish
 from freshrec.search.pipeline import SearchConfig
@@ -92,6 +93,7 @@ def build(world: World, engine, settings, store, root: str, parent: int | None, 
                 "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
                 "search_params": parts.search.to_dict(),
                 "gate": gate.__dict__, "sample_seed": data.seed, "code_version": code_version()}
+    neighbours = _neighbours(engine, trained, cut)
     uri = artifacts.new_uri(root)
     sha = artifacts.write(uri, trained.model, trained.tokenizer, manifest, metrics, trained.encoder_state,
                           trained.candidate.ranker, candidates, (search.adapter, search.config))
@@ -106,10 +108,10 @@ def build(world: World, engine, settings, store, root: str, parent: int | None, 
                    metrics=metrics, feast_project=settings.feast.project, feature_refs=FEATURE_REFS,
                    code_version=manifest["code_version"],
                    device=f"{device} x {world.size}" if world.distributed else str(device), timings=timings),
-        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined,
+        cut, data.catalog["item_id"].tolist(), trained.candidate.index.item_vecs, data.quarantined, neighbours,
         excludes_erasures=excludes,
     )
-    _push_neighbours(engine, store, version)
+    _push_neighbours(store, version, neighbours)
     return Built(version, status, verdict, metrics)
 
 
@@ -139,13 +141,24 @@ def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> fl
     return time.perf_counter() - started
 
 
-def _push_neighbours(engine, store, version: int) -> None:
-    """The co-purchase partners the version serves with (published with it), online now, so an API
-    serving the version finds them; a failure only delays them to the next `features materialize`
-    (the rows are committed)."""
+def _neighbours(engine, trained: Trained, cut):
+    """The co-purchase partners the version serves with: each item's top 100 over every basket its
+    lineage consumed, ranked in process from the raw purchase rows.
+
+    The same partners follow from the lineage's ``copurchase_counts`` (``tests/test_copurchase_counts.py``
+    checks both agree), but ranking them in SQL meant summing every version's counts of the items a
+    cut touched: about 20 pair rows per purchase row on this shop, a publish that grew with history
+    (README, Benchmarks). The purchase rows are the smaller read."""
+    events = trained.events
+    if trained.days.fixed is not None:  # a child's log holds only its baskets' users
+        events = consumed_log(engine, cut.xid_to, trained.catalog["item_id"].to_numpy(dtype=object))
+    return from_log(events).neighbours().frame(events.item_ids)
+
+
+def _push_neighbours(store, version: int, neighbours) -> None:
+    """Online now, so an API serving the version finds them; a failure only delays them to the next
+    `features materialize` (the rows are committed)."""
     try:
-        with engine.connect() as conn:
-            neighbours = neighbours_frame(conn, version)
         push_item_neighbours(store, version, neighbours.assign(valid_from=datetime.now(timezone.utc)))
     except Exception as err:  # noqa: BLE001 - the version is published either way
         log.warning(f"version {version}'s neighbours did not reach the online store ({err}); "
