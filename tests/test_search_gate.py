@@ -67,3 +67,10 @@ def test_the_known_item_set_is_fixed_as_the_catalog_grows(make_database):
     assert all((" ".join(q.lower().split()), i) in excluded for q, i in zip(grown["query"], grown["item_id"]))
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM known_item_queries")).scalar() == len(grown)
+    # A head noun's relevant items are every title holding its words in a row, as a scan of all
+    # titles finds them (the set reads them through a word index), plus the member itself.
+    heads = grown[grown["variant"] == "head"]
+    assert len(heads)
+    for query, item, relevant in zip(heads["query"], heads["item_id"], heads["relevant"]):
+        scanned = {i for i, t in zip(catalog["item_id"], catalog["title"]) if f" {query} " in f" {t} "}
+        assert relevant == frozenset(scanned | {item}) and len(scanned) > 1

@@ -40,9 +40,23 @@ class KnownItems:
         return KnownItems(self.queries[keep].reset_index(drop=True))
 
 
-def _phrase_holders(spaced: pd.Series, phrase: str) -> frozenset:
-    """Items whose title (as " word word ... ") holds the phrase's words in a row."""
-    return frozenset(spaced.index[spaced.str.contains(" " + phrase + " ", regex=False)])
+def _phrase_holders(spaced: pd.Series, holders_of: dict[str, set], phrase: str) -> frozenset:
+    """Items whose title (as " word word ... ") holds the phrase's words in a row.
+
+    Only the titles that hold every word of the phrase are searched (``holders_of``: word -> items),
+    so the set's cost follows its members times their head words' items, not members times the
+    catalog (at 10x the bundled shop the scan of every title per member took 40 s of an update).
+    """
+    candidates = set.intersection(*(holders_of.get(w, set()) for w in phrase.split(" ")))
+    return frozenset(i for i in candidates if " " + phrase + " " in spaced[i])
+
+
+def _word_index(spaced: pd.Series) -> dict[str, set]:
+    index: dict[str, set] = {}
+    for item, text in spaced.items():
+        for word in text.split():
+            index.setdefault(word, set()).add(item)
+    return index
 
 
 def _rank(item_id: str, seed: int = SEED) -> float:
@@ -66,21 +80,25 @@ def known_items(engine, catalog: pd.DataFrame, seed: int = SEED) -> KnownItems:
     with engine.begin() as conn:
         stored = {(r.item_id, r.variant): r.query for r in conn.execute(sa.text(_STORED))}
         written = {i for i, _ in stored}
-        stats = TitleWords.build(titles)
+        stats, new = TitleWords.build(titles), []
         for item in (m for m in members if m not in written):
             rng = np.random.default_rng(int(_rank(item, seed) * 2**62))
             for variant in VARIANTS:
                 query = make_query(titles[item], variant, rng, stats)
                 if query:
-                    conn.execute(sa.text(_STORE), {"i": item, "v": variant, "q": query})
+                    new.append({"i": item, "v": variant, "q": query})
                     stored[(item, variant)] = query
-    rows = []
+        if new:
+            conn.execute(sa.text(_STORE), new)  # one executemany: a first version writes thousands
+    rows, holders_of, holders = [], _word_index(spaced), {}
     for item in sorted(members, key=_rank):
         twins = frozenset(same_title[titles[item].upper().strip()])
         for variant in VARIANTS:
             query = stored.get((item, variant))
             if query:
-                relevant = _phrase_holders(spaced, query) if variant == "head" else twins
+                if variant == "head" and query not in holders:  # many members share a head noun
+                    holders[query] = _phrase_holders(spaced, holders_of, query)
+                relevant = holders[query] if variant == "head" else twins
                 rows.append({"query": query, "variant": variant, "item_id": item, "relevant": relevant | {item}})
     return KnownItems(pd.DataFrame(rows, columns=["query", "variant", "item_id", "relevant"]))
 

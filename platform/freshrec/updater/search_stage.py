@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,7 +53,13 @@ class SearchSide:
     encoder: Encoder  # the pre-trained encoder, its states through the shared cache
     digest: str
     vocabulary: Vocabulary
-    known: KnownItems  # the benchmark's known-item set; the gate scores its head
+    engine: sa.Engine
+
+    @cached_property
+    def known(self) -> KnownItems:
+        """The benchmark's known-item set (the gate scores its head), built on first use: an API
+        process serves search without it."""
+        return known_items(self.engine, pd.DataFrame({"item_id": self.items.item_ids, "title": self.items.titles}))
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Through the shared encoder-state cache: for texts seen again and again (training pairs, the
@@ -85,8 +92,7 @@ def base_side(engine, base_path: str | Path, device, encoder_module=None, tokeni
     encoder = Encoder(module, tokenizer or load_tokenizer(path), device, cache=StateCache(engine, digest), bf16=False)
     catch_up(engine, encoder, digest, QUERY_TOKENS)
     items = ItemVectors.load(engine, digest)
-    known = known_items(engine, pd.DataFrame({"item_id": items.item_ids, "title": items.titles}))
-    return SearchSide(items, encoder, digest, Vocabulary.build(items.titles), known)
+    return SearchSide(items, encoder, digest, Vocabulary.build(items.titles), engine)
 
 
 @dataclass
