@@ -76,3 +76,22 @@ def test_an_item_is_searchable_the_moment_it_is_committed(api, module_db, tmp_pa
         write_batch(conn, items_batch(new), str(new))
     items = _search(api, "zebra umbrella", k=3)["items"]  # no update, no restart
     assert items[0]["item_id"] == "new-1" and items[0]["title"] == "ZEBRA STRIPED UMBRELLA STAND"
+
+
+def test_the_dense_leg_ranks_the_same_a_block_of_queries_at_a_time(monkeypatch):
+    """Queries are scored against the items a block at a time (bounded memory on a big catalog): the
+    nearest items and their order are those of scoring every query against every item at once."""
+    import numpy as np
+
+    from freshrec.search import pipeline as search_pipeline
+    from freshrec.search.index import ItemVectors, normalised
+
+    rng = np.random.default_rng(7)
+    items = ItemVectors(np.array([f"I{n}" for n in range(500)], dtype=object), [""] * 500,
+                        normalised(rng.normal(size=(500, 16))).astype(np.float32))
+    queries = normalised(rng.normal(size=(37, 16))).astype(np.float32)
+    dense = search_pipeline.SearchPipeline(items, None, None, search_pipeline.SearchConfig(), None)
+    monkeypatch.setattr(search_pipeline, "DENSE_BLOCK_CELLS", 500 * 5)  # blocks of 5 queries, the last of 2
+    blocked = dense.dense(queries)
+    exact = np.argsort(-(queries @ items.vectors.T), axis=1, kind="stable")[:, : dense.config.depth]
+    assert blocked == [items.item_ids[row].tolist() for row in exact]

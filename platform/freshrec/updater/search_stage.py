@@ -38,6 +38,7 @@ from freshrec.words import words
 
 QUERY_TOKENS = 32
 GATE_KNOWN_ITEMS = 300  # items of the known-item set the gate scores (the benchmark scores all of it)
+GATE_QUERY_EVENTS = 1_000  # held-out query events the gate scores at most (each costs a full-text query)
 _SIGNALS = "query IS NOT NULL AND event_type IN ('click', 'cart', 'purchase')"
 _QUERY_ROWS = f"""
 SELECT id AS interaction_id, user_id, item_id, query, event_time AS event_timestamp FROM interactions
@@ -121,6 +122,7 @@ def query_pairs(engine, cut: Cut, side: SearchSide, seed: int, args: SearchArgum
     usable = _usable(new, side, exclusions)
     train, held = split_by_basket(usable, holdout_fraction)
     valid, gate = split_by_basket(held, 0.5)
+    gate = gate.tail(GATE_QUERY_EVENTS)  # the newest: a first version's cut holds months of them
     replay = new.iloc[:0]
     n_replay = int(len(train) * args.replay_fraction) if cut.xid_from != ZERO_XID else 0
     if n_replay:
