@@ -39,11 +39,13 @@ _CONSUMED_BROWSING = """
 SELECT user_id, item_id, event_time FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type <> 'purchase' AND user_id = ANY(:users)"""
 # The newest row at or before each moment: rows are written only on days an item's counts change.
-_STATS_AT = """
-SELECT s.stamp AS valid_from, x.item_id, x.events_7d, x.events_28d, x.buyers, x.repeat_buyers
-FROM unnest(CAST(:stamps AS timestamptz[])) s(stamp)
-CROSS JOIN LATERAL (SELECT DISTINCT ON (item_id) item_id, events_7d, events_28d, buyers, repeat_buyers
-                    FROM item_daily_stats WHERE valid_from <= s.stamp ORDER BY item_id, valid_from DESC) x"""
+_COLUMNS = "item_id, events_7d, events_28d, buyers, repeat_buyers"
+_STATS_AT = f"""
+SELECT DISTINCT ON (item_id) {_COLUMNS} FROM item_daily_stats
+WHERE valid_from <= :stamp ORDER BY item_id, valid_from DESC"""
+_STATS_BETWEEN = f"""
+SELECT valid_from, {_COLUMNS} FROM item_daily_stats
+WHERE valid_from > :first AND valid_from <= :last ORDER BY valid_from, item_id"""
 # The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
 _CLOCK = """
 SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
@@ -91,24 +93,44 @@ def serving_clock(conn: Connection) -> datetime:
     return value or datetime.now(timezone.utc)
 
 
+def _rows_of(frame: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame row's item row (by its ``item_id`` column, else its index), and which are known."""
+    rows = pd.Index(item_ids).get_indexer(frame.index if "item_id" not in frame else frame["item_id"])
+    return rows, rows >= 0
+
+
 def _stat_array(frame: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
     out = np.zeros((len(item_ids), len(STAT_COLUMNS)), np.float32)
-    rows = pd.Index(item_ids).get_indexer(frame.index if "item_id" not in frame else frame["item_id"])
-    known = rows >= 0
+    rows, known = _rows_of(frame, item_ids)
     out[rows[known]] = frame[STAT_COLUMNS].to_numpy(np.float32)[known]
     return out
 
 
 def daily_item_stats(engine: Engine, item_ids: np.ndarray, day_starts: list[float]) -> dict[float, np.ndarray]:
-    """Offline: the aggregates valid at each day's start (each item's newest row by then), items x 4."""
-    stamps = [datetime.fromtimestamp(d, timezone.utc) for d in day_starts]
+    """Offline: the aggregates valid at each day's start (each item's newest row by then), items x 4.
+
+    One scan for the first day, then the rows stamped up to the last day, applied in order: reading
+    each day's newest rows on its own scanned the table once per day (items x days rows), 8 s of an
+    update at 3x the bundled shop.
+    """
+    days = sorted({float(d) for d in day_starts})
+    if not days:
+        return {}
+    first, last = (datetime.fromtimestamp(d, timezone.utc) for d in (days[0], days[-1]))
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(_STATS_AT), conn, params={"stamps": stamps})
-    seconds = (pd.to_datetime(frame["valid_from"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    groups = {float(k): g for k, g in frame.groupby(seconds.to_numpy())}
-    # An item with no row that day did not exist yet: zeros.
-    return {d: _stat_array(groups[d], item_ids) if d in groups else _stat_array(frame.iloc[:0], item_ids)
-            for d in day_starts}
+        base = pd.read_sql(sa.text(_STATS_AT), conn, params={"stamp": first})
+        later = pd.read_sql(sa.text(_STATS_BETWEEN), conn, params={"first": first, "last": last})
+    stamped = (pd.to_datetime(later["valid_from"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    state, out, done = _stat_array(base, item_ids), {}, 0
+    for day in days:  # an item with no row by that day did not exist yet: zeros
+        upto = int(np.searchsorted(stamped, day, side="right"))
+        if upto > done:  # an item's newest row in the stretch wins
+            newest = later.iloc[done:upto].drop_duplicates("item_id", keep="last")
+            rows, known = _rows_of(newest, item_ids)
+            state[rows[known]] = newest[STAT_COLUMNS].to_numpy(np.float32)[known]
+            done = upto
+        out[day] = state.copy()
+    return {d: out[float(d)] for d in day_starts}
 
 
 def online_stats_array(store, item_ids: np.ndarray) -> np.ndarray:
