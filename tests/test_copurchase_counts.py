@@ -130,3 +130,22 @@ def test_counts_follow_the_cuts_and_equal_a_rebuild_through_updates_an_upgrade_a
         assert _assert_counts_rebuild(3) < before, user
         for version in (1, 2):
             _assert_counts_rebuild(version)
+
+    # Counts written both ways by the schema before ``b8d0f2a4c6e9`` keep one row per unordered pair
+    # through the upgrade, and the same sums.
+    from freshrec.db import downgrade, upgrade
+
+    with engine.connect() as conn:
+        unordered = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts")).scalar()
+    engine.dispose()
+    downgrade(module_db, "a7c9e1f3b5d7")
+    with engine.connect() as conn:
+        both_ways = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts")).scalar()
+        mirrored = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts WHERE item_a > item_b")).scalar()
+    assert both_ways > unordered and mirrored == both_ways - unordered
+    upgrade(module_db)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM copurchase_counts")).scalar() == unordered
+        assert conn.execute(sa.text("SELECT sum(pair_rows) FROM copurchase_cuts")).scalar() == unordered
+    for version in (1, 2, 3):
+        _assert_counts_rebuild(version)

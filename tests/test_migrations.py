@@ -6,7 +6,7 @@ from freshrec.db import downgrade, get_engine, upgrade
 from freshrec.db.migrate import alembic_config
 
 TABLES = {"users", "items", "interactions", "user_profiles", "model_versions", "watermarks", "item_embeddings", "deployments"}
-VIEWS = {"current_version", "version_ancestry", "version_consumed_rows", "watermark_audit"}
+VIEWS = {"current_version", "version_ancestry", "version_consumed_rows", "watermark_audit", "copurchase_pairs"}
 
 
 def _relations(url):

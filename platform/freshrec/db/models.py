@@ -270,11 +270,13 @@ class ItemNeighbours(Base):
 
 
 class CoPurchaseCount(Base):
-    """What one version's cut added to how often two items share a basket (every ordered pair, and each
-    item with itself: the baskets holding it). A lineage's counts are the sum over its versions
+    """What one version's cut added to how often two items share a basket (each unordered pair once,
+    ``item_a <= item_b``, and each item with itself: the baskets holding it; the view
+    ``copurchase_pairs`` reads both ways). A lineage's counts are the sum over its versions
     (``freshrec.ranking.pair_counts``); an erasure subtracts a customer's baskets."""
 
     __tablename__ = "copurchase_counts"
+    __table_args__ = (sa.CheckConstraint("item_a <= item_b", name="unordered"),)
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     item_a: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     item_b: Mapped[str] = mapped_column(sa.Text, primary_key=True)

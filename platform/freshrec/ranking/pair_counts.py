@@ -1,7 +1,8 @@
 """Co-purchase pair counts as SQL state, keyed by the version whose cut added them.
 
 ``copurchase_counts`` holds, for each version, what its cut's rows added to "items i and j were
-bought in the same basket" (every ordered pair, and each item with itself: the baskets holding it).
+bought in the same basket" (each unordered pair once, ``item_a <= item_b`` in the database's
+collation, and each item with itself: the baskets holding it; ``copurchase_pairs`` reads both ways).
 A lineage's counts are the sum over its versions, so:
 - lineage says which rows made which counts (a version's are exactly its cut's);
 - an update adds only its cut's pairs, in its publish transaction: the work follows the new rows;
@@ -9,7 +10,7 @@ A lineage's counts are the sum over its versions, so:
   transaction (``subtract_users``);
 - a version's top-k neighbours (``item_neighbours``) are what these counts rank to
   (``tests/test_copurchase_counts.py``), though the updater ranks them in process from the raw
-  purchase rows (``updater.build._neighbours``): on this shop a purchase row makes about 20 pair
+  purchase rows (``updater.build._neighbours``): on this shop a purchase row makes about 10 pair
   rows, and a first design that ranked the touched items from the lineage's counts in SQL made a
   publish grow with history.
 
@@ -46,7 +47,7 @@ WITH touched AS (
 SELECT a.item AS item_a, b.item AS item_b, count(*) AS baskets
 FROM baskets k CROSS JOIN LATERAL unnest(k.items, k.befores) AS a(item, before)
 CROSS JOIN LATERAL unnest(k.items, k.befores) AS b(item, before)
-WHERE NOT (a.before AND b.before)
+WHERE a.item <= b.item AND NOT (a.before AND b.before)
 GROUP BY 1, 2"""
 _FOR_USERS = "AND user_id = ANY(:users)"
 
@@ -84,9 +85,10 @@ def has_neighbours(conn: Connection, version: int) -> bool:
 
 
 def lineage_counts(conn: Connection, version: int) -> pd.DataFrame:
-    """The summed pair counts of a version's lineage (item_a, item_b, baskets), for audits and tests."""
+    """The summed pair counts of a version's lineage, both ways (item_a, item_b, baskets), for audits
+    and tests."""
     return pd.DataFrame(conn.execute(sa.text(
-        "SELECT item_a, item_b, sum(baskets)::bigint AS baskets FROM copurchase_counts "
+        "SELECT item_id AS item_a, partner AS item_b, sum(baskets)::bigint AS baskets FROM copurchase_pairs "
         "WHERE version IN (SELECT ancestor FROM version_ancestry WHERE version = :version) "
         "GROUP BY 1, 2 HAVING sum(baskets) > 0 ORDER BY 1, 2"),
         {"version": version}).all(), columns=["item_a", "item_b", "baskets"])
