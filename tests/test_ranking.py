@@ -167,3 +167,22 @@ def test_item_aggregates_grow_with_events_and_quiet_items_fall_back_to_zero(load
             ORDER BY s.item_id, s.valid_from DESC""")).all()
     assert rows <= 3 * event_days and rows < dense / 3
     assert quiet and all(q.events_28d == 0 and q.buyers >= 0 for q in quiet)
+
+
+def test_co_purchase_counted_and_ranked_in_batches_equals_all_at_once(monkeypatch):
+    """Pairs are counted, and partners ranked, a bounded batch at a time (an update's peak memory):
+    the counts and every item's partners and strengths are those of one batch over everything."""
+    from freshrec.ranking import copurchase
+
+    rng = np.random.default_rng(3)
+    baskets = [rng.choice(60, size=rng.integers(1, 9), replace=False) for _ in range(400)]
+    whole = copurchase.CoPurchase(60)
+    whole.add(baskets)
+    expected = whole.neighbours(k=5)
+    monkeypatch.setattr(copurchase, "PAIRS_PER_BATCH", 50)  # dozens of batches and blocks
+    batched = copurchase.CoPurchase(60)
+    batched.add(baskets)
+    got = batched.neighbours(k=5)
+    assert (batched.counts != whole.counts).nnz == 0 and whole.counts.nnz > 1000
+    for name in ("indptr", "partners", "strengths"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))

@@ -101,6 +101,9 @@ class FetchedNeighbours:
         return owner, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+PAIRS_PER_BATCH = 1 << 22  # item pairs held at once while counting or ranking (about 100 MiB of arrays)
+
+
 class CoPurchase:
     """Sparse pair counts (each item with itself on the diagonal: the baskets holding it)."""
 
@@ -116,9 +119,22 @@ class CoPurchase:
         return other
 
     def add(self, baskets: list[np.ndarray]) -> None:
-        """Count every ordered pair of items (and each item with itself) of each basket."""
-        if not baskets:
-            return
+        """Count every ordered pair of items (and each item with itself) of each basket.
+
+        A batch of baskets at a time: the pair arrays of a whole history at once (three arrays of
+        every basket's squared size, and their sparse conversion) were most of an update's peak memory.
+        """
+        batch, pairs = [], 0
+        for basket in baskets:
+            batch.append(basket)
+            pairs += len(basket) ** 2
+            if pairs >= PAIRS_PER_BATCH:
+                self._add(batch)
+                batch, pairs = [], 0
+        if batch:
+            self._add(batch)
+
+    def _add(self, baskets: list[np.ndarray]) -> None:
         left = np.concatenate([np.repeat(b, len(b)) for b in baskets])
         right = np.concatenate([np.tile(b, len(b)) for b in baskets])
         ones = np.ones(len(left), np.float32)
@@ -145,17 +161,23 @@ class CoPurchase:
         return owner[keep], partner[keep], strength[keep].astype(np.float32)
 
     def neighbours(self, k: int = NEIGHBOURS) -> Neighbours:
-        """Each item's k strongest partners."""
-        rows = np.flatnonzero(np.diff(self.counts.indptr))
-        owner, partner, strength = self.gather(rows)
-        order = np.lexsort((partner, -strength, owner))
-        owner, partner, strength = owner[order], partner[order], strength[order]
-        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
-        keep = rank < k
-        owner, partner, strength = owner[keep], partner[keep], strength[keep]
-        bounds = np.searchsorted(owner, np.arange(len(rows) + 1))
-        return Neighbours.from_lists(self.n_items, rows, [partner[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-                                     [strength[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+        """Each item's k strongest partners, ranked a block of items at a time (about
+        ``PAIRS_PER_BATCH`` stored pairs each: the sort's arrays stay that small)."""
+        lengths = np.diff(self.counts.indptr)
+        rows = np.flatnonzero(lengths)
+        edges = np.searchsorted(np.cumsum(lengths[rows]), np.arange(PAIRS_PER_BATCH, lengths.sum(), PAIRS_PER_BATCH))
+        partners, strengths = [], []
+        for block in (b for b in np.split(rows, np.unique(edges)) if len(b)):
+            owner, partner, strength = self.gather(block)
+            order = np.lexsort((partner, -strength, owner))
+            owner, partner, strength = owner[order], partner[order], strength[order]
+            rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+            keep = rank < k
+            owner, partner, strength = owner[keep], partner[keep], strength[keep]
+            bounds = np.searchsorted(owner, np.arange(len(block) + 1))
+            partners += [partner[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            strengths += [strength[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return Neighbours.from_lists(self.n_items, rows, partners, strengths)
 
 
 def from_log(log: EventLog) -> CoPurchase:
