@@ -186,3 +186,25 @@ def test_co_purchase_counted_and_ranked_in_batches_equals_all_at_once(monkeypatc
     assert (batched.counts != whole.counts).nnz == 0 and whole.counts.nnz > 1000
     for name in ("indptr", "partners", "strengths"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+
+
+def test_the_rankers_scores_at_serving_are_its_trained_forward_pass():
+    """``Ranker.score`` (NumPy, what requests and the gate use) equals the torch module that training
+    fits, on a trained-looking ranker and on a feature matrix with its columns in another order."""
+    import torch
+
+    from freshrec.models.ranker import Ranker
+
+    torch.manual_seed(0)
+    ranker = Ranker(FEATURES)
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(257, len(FEATURES))).astype(np.float32)
+    ranker.fit_scaling(x)
+    with torch.no_grad():
+        for p in ranker.parameters():
+            p.add_(torch.randn_like(p))  # away from the initialisation, as training leaves it
+        expected = torch.sigmoid(ranker(torch.from_numpy(x))).numpy()
+    shuffled = tuple(reversed(FEATURES))
+    got = ranker.score(x[:, ::-1], shuffled)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.dtype == np.float32 and expected.std() > 0.05

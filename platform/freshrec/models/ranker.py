@@ -55,7 +55,17 @@ class Ranker(nn.Module):
 
     @torch.no_grad()
     def score(self, x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-        """Probabilities for rows of a feature matrix whose columns are ``names``."""
-        self.eval()
-        picked = np.ascontiguousarray(self.select(x, names), np.float32)
-        return torch.sigmoid(self(torch.from_numpy(picked))).numpy()
+        """Probabilities for rows of a feature matrix whose columns are ``names``.
+
+        The same layers as ``forward``, in NumPy: a request scores about a hundred rows, and torch's
+        intra-op thread pool, woken from idle between requests, took 2.8 ms (p99 20 ms) for what
+        NumPy does in tens of microseconds (measured in the API's request path at 10x the shop).
+        """
+        as_array = lambda t: t.detach().cpu().numpy()  # noqa: E731 - views of the weights, no copy on CPU
+        h = (self.select(x, names).astype(np.float32) - as_array(self.mean)) / as_array(self.std)
+        layers = [m for m in self.net if isinstance(m, nn.Linear)]
+        for n, layer in enumerate(layers):
+            h = h @ as_array(layer.weight).T + as_array(layer.bias)
+            if n < len(layers) - 1:
+                h = np.maximum(h, 0.0)  # the ReLUs between the Linear layers
+        return (1.0 / (1.0 + np.exp(-h[:, 0]))).astype(np.float32)
