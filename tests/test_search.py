@@ -95,3 +95,34 @@ def test_the_dense_leg_ranks_the_same_a_block_of_queries_at_a_time(monkeypatch):
     blocked = dense.dense(queries)
     exact = np.argsort(-(queries @ items.vectors.T), axis=1, kind="stable")[:, : dense.config.depth]
     assert blocked == [items.item_ids[row].tolist() for row in exact]
+
+
+def test_the_query_adapters_loss_is_the_same_a_block_of_queries_at_a_time(monkeypatch):
+    """The held-out loss that picks the adapter's epoch, and the training loss's gradients, are those
+    of one matrix over every query, computed a block of queries at a time (bounded memory)."""
+    import torch
+
+    from freshrec.models.query_adapter import QueryAdapter
+    from freshrec.training import search as search_training
+
+    torch.manual_seed(0)
+    items = torch.nn.functional.normalize(torch.randn(300, 16), dim=1)
+    queries, targets = torch.randn(101, 16), torch.randint(0, 300, (101,))
+    negatives = torch.randint(0, 300, (40,))
+    adapter = QueryAdapter(16)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    def loss_and_grads():
+        adapter.zero_grad()
+        loss = search_training._loss(adapter, queries, targets, items, negatives, 0.05)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in adapter.parameters()]
+
+    whole, whole_grads = loss_and_grads()
+    monkeypatch.setattr(search_training, "LOGITS_PER_BLOCK", 300 * 7)  # blocks of a few queries
+    blocked, blocked_grads = loss_and_grads()
+    assert whole > 0 and abs(blocked - whole) < 1e-5 * whole
+    for a, b in zip(whole_grads, blocked_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -54,12 +54,24 @@ class SearchFit:
     valid_losses: list[float] = field(default_factory=list)
 
 
+LOGITS_PER_BLOCK = 1 << 24  # query x item logits at once (64 MiB of float32)
+
+
 def _loss(adapter: QueryAdapter, queries: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
           negatives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of each query's own item among the batch's items and the sampled negatives."""
+    """Mean cross-entropy of each query's own item among the batch's items and the sampled negatives.
+
+    A block of queries at a time: a first version's held-out set against its items was one matrix
+    of tens of thousands squared (with its softmax, most of a 15 GiB peak at 30x the bundled shop).
+    """
     columns, label = torch.unique(torch.cat([targets, negatives]), return_inverse=True)
-    logits = adapter(queries) @ items[columns].T / temperature
-    return F.cross_entropy(logits, label[: len(targets)])
+    candidates, label = items[columns].T, label[: len(targets)]
+    block = max(1, LOGITS_PER_BLOCK // len(columns))
+    total = queries.new_zeros(())
+    for start in range(0, len(targets), block):
+        logits = adapter(queries[start : start + block]) @ candidates / temperature
+        total = total + F.cross_entropy(logits, label[start : start + block], reduction="sum")
+    return total / len(targets)
 
 
 def fit_adapter(adapter: QueryAdapter, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray],
