@@ -69,8 +69,17 @@ def test_the_known_item_set_is_fixed_as_the_catalog_grows(make_database):
         assert conn.execute(sa.text("SELECT count(*) FROM known_item_queries")).scalar() == len(grown)
     # A head noun's relevant items are every title holding its words in a row, as a scan of all
     # titles finds them (the set reads them through a word index), plus the member itself.
-    heads = grown[grown["variant"] == "head"]
+    # Titles that hold a head noun's words apart ("holder tin ...") are not relevant to it.
+    apart = pd.DataFrame({"item_id": [f"J{n}" for n in range(3)],
+                          "title": [f"holder {kind} star white" for kind in ("glass", "tin", "paper")]})
+    catalog = pd.concat([catalog, apart], ignore_index=True)
+    heads = known_items(engine, catalog).queries
+    heads = heads[heads["variant"] == "head"]
     assert len(heads)
+    words_apart = 0
     for query, item, relevant in zip(heads["query"], heads["item_id"], heads["relevant"]):
-        scanned = {i for i, t in zip(catalog["item_id"], catalog["title"]) if f" {query} " in f" {t} "}
+        titles = dict(zip(catalog["item_id"], catalog["title"]))
+        scanned = {i for i, t in titles.items() if f" {query} " in f" {t} "}
         assert relevant == frozenset(scanned | {item}) and len(scanned) > 1
+        words_apart += sum(set(query.split()) <= set(t.split()) and i not in scanned for i, t in titles.items())
+    assert words_apart > 0  # the word index alone would have counted them

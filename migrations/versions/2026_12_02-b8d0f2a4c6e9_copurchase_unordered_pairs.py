@@ -7,7 +7,8 @@ Create Date: 2026-12-02 00:00:00
 "Items a and b shared a basket" is symmetric: storing both orders doubled the rows (about 20 per
 purchase row on the bundled shop) and the publish transaction's insert. Existing counts keep their
 lower-ordered half, which holds the same numbers; ``copurchase_pairs`` reads each pair from both
-items' side, as audits ask ("the partners of item X").
+items' side, as audits ask ("the partners of item X"). ``copurchase_cuts.pair_rows`` is recounted
+from the rows each version holds now (after any erasures), in both directions.
 """
 from alembic import op
 

@@ -8,6 +8,7 @@ No I/O here.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 import torch
 from torch import nn
 
@@ -61,11 +62,12 @@ class Ranker(nn.Module):
         intra-op thread pool, woken from idle between requests, took 2.8 ms (p99 20 ms) for what
         NumPy does in tens of microseconds (measured in the API's request path at 10x the shop).
         """
+        picked = np.ascontiguousarray(self.select(x, names), np.float32)
+        if not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in self.net):  # a net NumPy does not mirror
+            self.eval()
+            return torch.sigmoid(self(torch.from_numpy(picked))).numpy()
         as_array = lambda t: t.detach().cpu().numpy()  # noqa: E731 - views of the weights, no copy on CPU
-        h = (self.select(x, names).astype(np.float32) - as_array(self.mean)) / as_array(self.std)
-        layers = [m for m in self.net if isinstance(m, nn.Linear)]
-        for n, layer in enumerate(layers):
-            h = h @ as_array(layer.weight).T + as_array(layer.bias)
-            if n < len(layers) - 1:
-                h = np.maximum(h, 0.0)  # the ReLUs between the Linear layers
-        return (1.0 / (1.0 + np.exp(-h[:, 0]))).astype(np.float32)
+        h = (picked - as_array(self.mean)) / as_array(self.std)
+        for m in self.net:
+            h = h @ as_array(m.weight).T + as_array(m.bias) if isinstance(m, nn.Linear) else np.maximum(h, 0.0)
+        return expit(h[:, 0]).astype(np.float32)

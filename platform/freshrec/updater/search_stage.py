@@ -122,7 +122,8 @@ def query_pairs(engine, cut: Cut, side: SearchSide, seed: int, args: SearchArgum
     usable = _usable(new, side, exclusions)
     train, held = split_by_basket(usable, holdout_fraction)
     valid, gate = split_by_basket(held, 0.5)
-    gate = gate.tail(GATE_QUERY_EVENTS)  # the newest: a first version's cut holds months of them
+    if len(gate) > GATE_QUERY_EVENTS:  # the newest baskets: a first version's cut holds months of them
+        gate = split_by_basket(gate, GATE_QUERY_EVENTS / len(gate))[1]
     replay = new.iloc[:0]
     n_replay = int(len(train) * args.replay_fraction) if cut.xid_from != ZERO_XID else 0
     if n_replay:
