@@ -119,7 +119,8 @@ def daily_item_stats(engine: Engine, item_ids: np.ndarray, day_starts: list[floa
     first, last = (datetime.fromtimestamp(d, timezone.utc) for d in (days[0], days[-1]))
     with engine.connect() as conn:
         base = pd.read_sql(sa.text(_STATS_AT), conn, params={"stamp": first})
-        later = pd.read_sql(sa.text(_STATS_BETWEEN), conn, params={"first": first, "last": last})
+        later = (pd.read_sql(sa.text(_STATS_BETWEEN), conn, params={"first": first, "last": last}) if len(days) > 1
+                 else pd.DataFrame(columns=["valid_from", *base.columns]))  # one day: its scan is all
     stamped = (pd.to_datetime(later["valid_from"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
     state, out, done = _stat_array(base, item_ids), {}, 0
     for day in days:  # an item with no row by that day did not exist yet: zeros

@@ -101,18 +101,25 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         _embeddings_partition(conn, raw, version, item_ids, item_vecs)
         count_lineage(conn, version)  # its cut's pairs (and any ancestor's not counted yet)
         if neighbours is not None and len(neighbours):
-            with raw.cursor().copy("COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN") as copy:
-                copy.set_types(["int4", "text", "text[]", "float4[]"])
-                for row in neighbours.itertuples(index=False):
-                    copy.write_row((version, row.item_id, list(row.partners), list(row.strengths)))
+            _copy_in(raw, "COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN",
+                     ((version, r.item_id, list(r.partners), list(r.strengths)) for r in neighbours.itertuples(index=False)),
+                     types=["int4", "text", "text[]", "float4[]"])
         if quarantined is not None and len(quarantined):
-            with raw.cursor().copy("COPY quarantined_rows (version, interaction_id, reason) FROM STDIN") as copy:
-                for row in quarantined.itertuples(index=False):
-                    copy.write_row((version, int(row.interaction_id), row.reason))
+            _copy_in(raw, "COPY quarantined_rows (version, interaction_id, reason) FROM STDIN",
+                     ((version, int(r.interaction_id), r.reason) for r in quarantined.itertuples(index=False)))
         if new.status == "promoted":
             move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")
     return version, new.status
+
+
+def _copy_in(raw, statement: str, rows, types: list[str] | None = None) -> None:
+    """Rows (tuples) in by COPY on the publish transaction's own connection: a version's bulk rows."""
+    with raw.cursor().copy(statement) as copy:
+        if types:
+            copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[str], item_vecs: np.ndarray) -> None:
@@ -125,9 +132,8 @@ def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[st
     table = f"item_embeddings_v{int(version)}"
     conn.execute(sa.text(f"CREATE TABLE {table} (LIKE item_embeddings INCLUDING DEFAULTS)"))
     conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_version CHECK (version = {int(version)})"))
-    with raw.cursor().copy(f"COPY {table} (version, item_id, embedding) FROM STDIN") as copy:
-        for item_id, vec in zip(item_ids, item_vecs):
-            copy.write_row((version, item_id, to_literal(vec)))
+    _copy_in(raw, f"COPY {table} (version, item_id, embedding) FROM STDIN",
+             ((version, item_id, to_literal(vec)) for item_id, vec in zip(item_ids, item_vecs)))
     conn.execute(sa.text(f"ALTER TABLE {table} ADD PRIMARY KEY (version, item_id)"))
     conn.execute(sa.text(f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"))
     conn.execute(sa.text(f"ALTER TABLE item_embeddings ATTACH PARTITION {table} FOR VALUES IN ({int(version)})"))

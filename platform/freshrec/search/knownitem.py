@@ -45,7 +45,7 @@ def _phrase_holders(spaced: pd.Series, holders_of: dict[str, set], phrase: str) 
 
     Only the titles that hold every word of the phrase are searched (``holders_of``: word -> items),
     so the set's cost follows its members times their head words' items, not members times the
-    catalog (at 10x the bundled shop the scan of every title per member took 40 s of an update).
+    catalog (at 10x the bundled shop the scan of every title per member took 47 s).
     """
     candidates = set.intersection(*(holders_of.get(w, set()) for w in phrase.split(" ")))
     return frozenset(i for i in candidates if " " + phrase + " " in spaced[i])

@@ -147,7 +147,7 @@ def _neighbours(engine, trained: Trained, cut):
 
     The same partners follow from the lineage's ``copurchase_counts`` (``tests/test_copurchase_counts.py``
     checks both agree), but ranking them in SQL meant summing every version's counts of the items a
-    cut touched: about 20 pair rows per purchase row on this shop, a publish that grew with history
+    cut touched: about 10 pair rows per purchase row on this shop, a publish that grew with history
     (README, Benchmarks). The purchase rows are the smaller read."""
     events = trained.events
     if trained.days.fixed is not None:  # a child's log holds only its baskets' users
