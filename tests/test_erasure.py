@@ -41,7 +41,7 @@ def chain(make_database, retail_sample, tiny_model):
     january = [u for u, t in first_seen.items() if t >= datetime(2011, 1, 1, tzinfo=timezone.utc)]
     december = [u for u, t in first_seen.items() if t < datetime(2011, 1, 1, tzinfo=timezone.utc)]
     return {"url": url, "store": store, "sample": retail_sample, "new": january[0], "old": december[0],
-            "another": january[1]}
+            "another": january[1], "tiny_model": tiny_model}
 
 
 def _scalar(sql: str, **params):
@@ -217,6 +217,44 @@ def test_the_readmes_erasure_recipes_run_in_psql(chain):
     proof, erasures = printed
     assert proof == [] and len(erasures) == _scalar("SELECT count(*) FROM erasures") >= 3
     assert all("|done|" in line for line in erasures)
+
+
+def test_a_version_that_learned_from_a_customer_erased_now_while_it_trained_does_not_serve(chain):
+    """``forget --now`` promises that no version holding the customer serves. An update whose cut
+    held their rows, erased while it trained (a fail-point hook: exactly then), publishes a
+    candidate; the pointer stays, and the replay retires it."""
+    from freshrec import faults
+    from freshrec.training.args import GateArguments, TrainingArguments
+    from freshrec.updater import run_update
+
+    engine, store, user = get_engine(), chain["store"], "late-customer"
+    serving = _scalar("SELECT version FROM current_version")
+    items = [r[0] for r in get_engine().connect().execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 6"))]
+    frame = pd.DataFrame([{"event_key": f"late-{day}-{item}", "user_id": user, "item_id": item, "event_type": "purchase",
+                           "event_time": datetime(2011, 1, day, 12, tzinfo=timezone.utc), "quantity": 1, "query": None}
+                          for day in (7, 8) for item in items])
+    with engine.begin() as conn:
+        write_batch(conn, interactions_frame_batch(frame, "test"), "test")
+    requests = []
+    faults.hooks["artifact-written"] = lambda: requests.append(forget(engine, get_settings(), [user], now=True, store=store))
+    outcome = run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
+                         base_model=chain["tiny_model"])
+    (request,) = requests
+    assert request.serving == serving and request.versions == []  # nothing live had learned from them yet
+    assert outcome.version is not None and not outcome.promoted and "erased with `now`" in outcome.message
+    assert _scalar("SELECT version FROM current_version") == serving
+    assert _scalar("SELECT status FROM model_versions WHERE version = :v", v=outcome.version) == "candidate"
+    metrics = _scalar("SELECT metrics FROM model_versions WHERE version = :v", v=outcome.version)
+    assert metrics["erased_since_cut"] == [request.erasure_id]
+    with engine.connect() as conn:  # found by its watermark, so the replay retires it
+        assert {r["version"] for r in proof_rows(conn, [request.erasure_id])} == {outcome.version}
+    replay = run_due(force=True, store=store)
+    assert replay.status == "done" and replay.replaced[outcome.version] is None and replay.serving == serving
+    with pytest.raises(VersionError, match="erased"):  # retired: it cannot be promoted
+        promote(engine, outcome.version)
+    with engine.connect() as conn:
+        assert proof_rows(conn) == []
+    assert _scalar("SELECT version FROM current_version") == serving
 
 
 def _row(version: int, rows: int, seconds: float) -> dict:

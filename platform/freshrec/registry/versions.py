@@ -64,6 +64,25 @@ def _json_safe(value):
     return value
 
 
+# Erasures asked with ``now`` that are not replayed yet, whose rows lie in the cut or in the parent's
+# lineage: the version learned from them (the cut was read before they went). ``now`` promised that no
+# version holding them serves: it is published a candidate, and the replay retires it (``erasure_proof``
+# finds it by its watermark). ``forget`` takes the deployments lock, as this publish does, so the two
+# never pass each other: an erasure that commits first is seen here, a publish that commits first is
+# seen by the erasure (which then moves the pointer off it).
+_ERASED_NOW_SINCE = """
+SELECT DISTINCT l.erasure_id FROM erasure_log l JOIN erasures e ON e.id = l.erasure_id
+WHERE e.now AND e.state <> 'done'
+  AND ((l.xid >= CAST(:xid_from AS xid8) AND l.xid < CAST(:xid_to AS xid8))
+       OR EXISTS (SELECT FROM erasure_proof p WHERE p.version = :parent AND p.erasure_id = l.erasure_id))
+ORDER BY 1"""
+
+
+def _erased_now_since(conn: Connection, cut: Cut, parent: int | None) -> list[int]:
+    return list(conn.execute(sa.text(_ERASED_NOW_SINCE),
+                             {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "parent": parent}).scalars())
+
+
 def current_version(conn: Connection) -> int | None:
     """The serving version: the newest deployments row."""
     return conn.execute(sa.text("SELECT version FROM current_version")).scalar()
@@ -76,8 +95,9 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
     and the version's neighbours, quarantined rows and (if promoted) the pointer move: all or nothing.
 
     The pointer moves by compare-and-set: only if it still points at the version the update
-    started from. If an operator moved it meanwhile (a rollback during training, say), the new
-    version is published as a ``candidate`` and the pointer stays; the metrics record why.
+    started from. If an operator moved it meanwhile (a rollback during training, say), or a customer
+    whose rows it learned from was erased with ``now`` while it trained, the new version is published
+    as a ``candidate`` and the pointer stays; the metrics record why.
     Returns the version number and the status it was published with.
     """
     with engine.begin() as conn:
@@ -88,6 +108,9 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         if new.status == "promoted" and found != new.parent_version:
             new = replace(new, status="candidate", metrics={
                 **new.metrics, "pointer": {"moved_since_cut": True, "started_from": new.parent_version, "found": found}})
+        erased = _erased_now_since(conn, cut, new.parent_version) if new.status == "promoted" else []
+        if erased:
+            new = replace(new, status="candidate", metrics={**new.metrics, "erased_since_cut": erased})
         row = {k: json.dumps(_json_safe(v), default=str) if isinstance(v, (dict, list)) else v
                for k, v in new.__dict__.items()}
         version = conn.execute(sa.text(_INSERT_VERSION), row).scalar_one()

@@ -170,9 +170,21 @@ def _update_locked(world: World, engine, args, gate, parts: Parts, base_model, s
     if built.status == "deferred":
         return UpdateOutcome("deferred", message=f"{built.verdict.reason}; no version made", metrics=built.metrics)
     version, status = built.version, built.status
+    why = ""
     if status == "candidate":
-        log.info(f"the pointer moved while version {version} trained (it started from {parent}): "
-            "published as a candidate, the pointer stays; `freshrec promote` to serve it")
+        why = _why_candidate(engine, version)
+        log.info(f"{why} while version {version} trained (it started from {parent}): published as a candidate, "
+                 "the pointer stays")
     outcome = {"promoted": "promoted", "rejected": "rejected by the gate; current stays",
-               "candidate": "published as a candidate (the pointer moved since its cut); current stays"}[status]
+               "candidate": f"published as a candidate ({why} since its cut); current stays"}[status]
     return UpdateOutcome("created", version, status == "promoted", f"version {version}: {outcome}", built.metrics)
+
+
+def _why_candidate(engine, version: int) -> str:
+    """What kept a version that passed its gate from the pointer (``registry.versions.publish``)."""
+    with engine.connect() as conn:
+        metrics = conn.execute(sa.text("SELECT metrics FROM model_versions WHERE version = :v"), {"v": version}).scalar()
+    if metrics.get("erased_since_cut"):
+        erasures = ", ".join(map(str, metrics["erased_since_cut"]))
+        return f"a customer it learned from was erased with `now` (erasure {erasures})"
+    return "the pointer moved"
