@@ -60,6 +60,29 @@ def _recomputed_copurchase(rows: pd.DataFrame, user: str, t: float, item: str) -
     return total
 
 
+def test_bulk_reads_through_copy_equal_pandas_read_sql(loaded):
+    """``db.frames.read_frame`` renders the parameters client-side (COPY takes none): a list holding a
+    quote, a timestamp and an ``xid8`` cast read the same rows as bound parameters do."""
+    from datetime import datetime, timezone
+
+    from freshrec.db.frames import read_frame
+
+    sql = ("SELECT user_id, item_id, extract(epoch FROM event_time)::float8 AS event_time, quantity FROM interactions "
+           "WHERE user_id = ANY(:users) AND event_time < :clock AND ingest_xid < CAST(:xid AS xid8) "
+           "ORDER BY id")
+    with get_engine().connect() as conn:
+        users = [r[0] for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id LIMIT 5"))]
+        params = {"users": [*users, "o'brien; drop table items"], "clock": datetime(2011, 1, 1, tzinfo=timezone.utc),
+                  "xid": conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar()}
+        bound = pd.read_sql(sa.text(sql), conn, params=params)
+        copied = read_frame(conn, sql, params, {"user_id": object, "item_id": object, "event_time": "float64",
+                                                "quantity": "int64"})
+        empty = read_frame(conn, sql, {**params, "users": []}, {"user_id": object, "item_id": object,
+                                                                 "event_time": "float64", "quantity": "int64"})
+    assert len(bound) > 0 and len(empty) == 0 and list(empty.columns) == list(copied.columns)
+    pd.testing.assert_frame_equal(copied, bound, check_dtype=False)
+
+
 def test_item_aggregates_refresh_incrementally_to_the_full_rebuild(loaded):
     engine = get_engine()
     read = "SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats ORDER BY 1, 2"

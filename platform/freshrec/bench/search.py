@@ -196,9 +196,8 @@ def run(model: str, out_dir: Path, command: str, items: int = 0, seconds: float 
         pop = popularity_at(engine, side, events["event_time"].min())
         popularity = lambda ids: {i: pop.get(i, 0.0) for i in ids}  # noqa: E731
         adapter = snap.loaded.search[0]
-        with engine.connect() as conn:
-            lex = {name: evaluate.lexical_results(conn, side.pipeline(None), frame["query"].tolist())
-                   for name, frame in (("validation", validation), ("test", test), ("known", side.known.queries))}
+        lex = {name: evaluate.lexical_results(engine, side.pipeline(None), frame["query"].tolist())
+               for name, frame in (("validation", validation), ("test", test), ("known", side.known.queries))}
         config, grid = _weights(side, adapter, validation, lex["validation"], popularity, _histories(engine, validation))
         echo(f"behaviour weights chosen on {len(validation):,} validation query events: {config}")
         pipelines = {"pipeline, day one": side.pipeline(None, config), "pipeline, version 1": side.pipeline(adapter, config)}

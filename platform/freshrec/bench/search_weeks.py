@@ -40,9 +40,8 @@ class SearchWeeks:
         popularity = lambda ids: {i: pop.get(i, 0.0) for i in ids}  # noqa: E731
         known = side.known.queries
         events = next_rows[next_rows["query"].notna() & next_rows["item_id"].isin(side.items.row_of)]
-        with engine.connect() as conn:
-            lex_known = evaluate.lexical_results(conn, side.pipeline(None), known["query"].tolist())
-            lex_events = evaluate.lexical_results(conn, side.pipeline(None), events["query"].tolist())
+        lex_known = evaluate.lexical_results(engine, side.pipeline(None), known["query"].tolist())
+        lex_events = evaluate.lexical_results(engine, side.pipeline(None), events["query"].tolist())
         summaries = []
         for arm, lists in self._arms(snap, adapter, known["query"].tolist(), lex_known, popularity).items():
             rows = pd.DataFrame([evaluate.query_metrics(r, set(rel)) for r, rel in zip(lists, known["relevant"])])

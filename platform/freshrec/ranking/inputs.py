@@ -18,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from freshrec.db.frames import read_frame
 from freshrec.ranking.candidates import DayState
 from freshrec.ranking.copurchase import CoPurchase
 from freshrec.ranking.events import BrowseLog, EventLog
@@ -26,25 +27,29 @@ STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
 
 # Purchases: the ranker predicts what is bought, so baskets, labels and the repeat history are
 # purchases (views, clicks and carts shape the profile text and the activity counts).
-_CONSUMED_ROWS = """
-SELECT user_id, item_id, event_time FROM interactions
+# Bulk reads (``db.frames.read_frame``) take times as epoch seconds: no date parsing in pandas.
+_EPOCH = "extract(epoch FROM event_time)::float8 AS event_time"
+_EVENT_TYPES = {"user_id": object, "item_id": object, "event_time": "float64"}
+_CONSUMED_ROWS = f"""
+SELECT user_id, item_id, {_EPOCH} FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
-_ROWS_BEFORE = """
-SELECT user_id, item_id, event_time FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
+_ROWS_BEFORE = f"""
+SELECT user_id, item_id, {_EPOCH} FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
 _USER_ROWS = """
 SELECT user_id, item_id, extract(epoch FROM event_time)::float8 AS event_time, event_type = 'purchase' AS bought
 FROM interactions WHERE user_id = ANY(:users) AND event_time < :clock"""
 # Views, clicks and carts: candidate context (``BrowseLog``), never baskets or labels.
-_CONSUMED_BROWSING = """
-SELECT user_id, item_id, event_time FROM interactions
+_CONSUMED_BROWSING = f"""
+SELECT user_id, item_id, {_EPOCH} FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type <> 'purchase' AND user_id = ANY(:users)"""
 # The newest row at or before each moment: rows are written only on days an item's counts change.
 _COLUMNS = "item_id, events_7d, events_28d, buyers, repeat_buyers"
+_STAT_TYPES = {"item_id": object, **{c: "float64" for c in STAT_COLUMNS}}
 _STATS_AT = f"""
 SELECT DISTINCT ON (item_id) {_COLUMNS} FROM item_daily_stats
 WHERE valid_from <= :stamp ORDER BY item_id, valid_from DESC"""
 _STATS_BETWEEN = f"""
-SELECT valid_from, {_COLUMNS} FROM item_daily_stats
+SELECT extract(epoch FROM valid_from)::float8 AS valid_from, {_COLUMNS} FROM item_daily_stats
 WHERE valid_from > :first AND valid_from <= :last ORDER BY valid_from, item_id"""
 # The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
 _CLOCK = """
@@ -59,7 +64,7 @@ def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray, users: list[
     if users is not None:
         sql, params = sql + " AND user_id = ANY(:users)", {**params, "users": list(users)}
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(sql), conn, params=params)
+        frame = read_frame(conn, sql, params, _EVENT_TYPES)
     return EventLog.build(frame, item_ids)
 
 
@@ -78,13 +83,13 @@ def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: 
 def consumed_browsing(engine: Engine, xid_to: str, users, item_ids: np.ndarray) -> BrowseLog:
     """What these users viewed, clicked or carted below a cut's horizon (the lineage's rows)."""
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(_CONSUMED_BROWSING), conn, params={"xid_to": str(int(xid_to)), "users": list(users)})
+        frame = read_frame(conn, _CONSUMED_BROWSING, {"xid_to": str(int(xid_to)), "users": list(users)}, _EVENT_TYPES)
     return BrowseLog.build(frame, pd.Index(item_ids))
 
 
 def rows_before(conn: Connection, clock: datetime, item_ids: np.ndarray) -> EventLog:
     """Every user's events strictly before ``clock`` (the benchmark's neighbour-based baselines)."""
-    return EventLog.build(pd.read_sql(sa.text(_ROWS_BEFORE), conn, params={"clock": clock}), item_ids)
+    return EventLog.build(read_frame(conn, _ROWS_BEFORE, {"clock": clock}, _EVENT_TYPES), item_ids)
 
 
 def serving_clock(conn: Connection) -> datetime:
@@ -118,10 +123,10 @@ def daily_item_stats(engine: Engine, item_ids: np.ndarray, day_starts: list[floa
         return {}
     first, last = (datetime.fromtimestamp(d, timezone.utc) for d in (days[0], days[-1]))
     with engine.connect() as conn:
-        base = pd.read_sql(sa.text(_STATS_AT), conn, params={"stamp": first})
-        later = (pd.read_sql(sa.text(_STATS_BETWEEN), conn, params={"first": first, "last": last}) if len(days) > 1
-                 else pd.DataFrame(columns=["valid_from", *base.columns]))  # one day: its scan is all
-    stamped = (pd.to_datetime(later["valid_from"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        base = read_frame(conn, _STATS_AT, {"stamp": first}, _STAT_TYPES)
+        later = read_frame(conn, _STATS_BETWEEN, {"first": first, "last": last},  # one day: its scan is all
+                           {"valid_from": "float64", **_STAT_TYPES}) if len(days) > 1 else None
+    stamped = later["valid_from"].to_numpy() if later is not None else np.zeros(0)
     state, out, done = _stat_array(base, item_ids), {}, 0
     for day in days:  # an item with no row by that day did not exist yet: zeros
         upto = int(np.searchsorted(stamped, day, side="right"))

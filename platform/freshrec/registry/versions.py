@@ -125,8 +125,8 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         count_lineage(conn, version)  # its cut's pairs (and any ancestor's not counted yet)
         if neighbours is not None and len(neighbours):
             _copy_in(raw, "COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN",
-                     ((version, r.item_id, list(r.partners), list(r.strengths)) for r in neighbours.itertuples(index=False)),
-                     types=["int4", "text", "text[]", "float4[]"])
+                     ((version, r.item_id, _text_array(r.partners), _float_array(r.strengths))
+                      for r in neighbours.itertuples(index=False)))
         if quarantined is not None and len(quarantined):
             _copy_in(raw, "COPY quarantined_rows (version, interaction_id, reason) FROM STDIN",
                      ((version, int(r.interaction_id), r.reason) for r in quarantined.itertuples(index=False)))
@@ -143,6 +143,18 @@ def _copy_in(raw, statement: str, rows, types: list[str] | None = None) -> None:
             copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+# A version's neighbours are about 100 partners for each of its items: psycopg adapts a list element by
+# element in Python, 5.6 s of a publish at 10x the bundled shop. Array literals built here: about 2 s.
+def _text_array(values) -> str:
+    """A PostgreSQL text[] literal, every element quoted (ids may hold commas, braces, quotes)."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def _float_array(values) -> str:
+    """A float4[] literal; nine significant digits give a float32 back exactly."""
+    return "{" + ",".join(map("{:.9g}".format, values)) + "}"
 
 
 def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[str], item_vecs: np.ndarray) -> None:

@@ -1,6 +1,9 @@
 """Scoring a search pipeline on queries with known relevant items: hit@k, reciprocal rank, NDCG@k."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from freshrec.search import lexical
@@ -9,9 +12,26 @@ from freshrec.search.pipeline import SearchPipeline
 K = 10
 
 
-def lexical_results(conn, pipeline: SearchPipeline, queries: list[str]) -> list[list[str]]:
-    """The lexical leg of each query (SQL): computed once, shared by every pipeline scored on them."""
-    return [[item for item, _ in lexical.search(conn, q, pipeline.vocabulary, pipeline.config.depth)] for q in queries]
+# Connections the lexical leg's queries are spread over. Each query ranks every document matching one
+# of its words, so its cost grows with the catalog; one at a time, the gate's 1,300 queries took 12 s
+# of an update at 10x the bundled shop while one server core idled.
+LEXICAL_CONNECTIONS = max(1, min(4, os.cpu_count() or 1))
+
+
+def lexical_results(engine, pipeline: SearchPipeline, queries: list[str]) -> list[list[str]]:
+    """The lexical leg of each query (SQL): computed once, shared by every pipeline scored on them;
+    contiguous shares of the queries run on connections of their own, at once."""
+    def share(part: list[str]) -> list[list[str]]:
+        with engine.connect() as conn:
+            return [[item for item, _ in lexical.search(conn, q, pipeline.vocabulary, pipeline.config.depth)]
+                    for q in part]
+
+    size = -(-len(queries) // LEXICAL_CONNECTIONS) or 1
+    parts = [queries[i:i + size] for i in range(0, len(queries), size)]
+    if len(parts) <= 1:
+        return share(queries)
+    with ThreadPoolExecutor(len(parts)) as pool:
+        return [found for part in pool.map(share, parts) for found in part]
 
 
 def query_metrics(ranked: list[str], relevant: set, k: int = K) -> dict[str, float]:

@@ -171,11 +171,10 @@ def judge_search(engine, side: SearchSide, adapters: dict[str, QueryAdapter | No
     day_one = side.pipeline(None)
     lookup = lambda ids: {i: popularity.get(i, 0.0) for i in ids}  # noqa: E731 - one line, used below
     out: dict = {name: {} for name in adapters}
-    with engine.connect() as conn:
-        for name, (queries, relevant) in slices.items():
-            lexical = evaluate.lexical_results(conn, day_one, queries)
-            for pipeline_name, adapter in adapters.items():
-                rows = evaluate.score(day_one.with_adapter(adapter), queries, relevant, lexical, lookup)
-                out[pipeline_name][name] = evaluate.summary(rows)
+    for name, (queries, relevant) in slices.items():
+        lexical = evaluate.lexical_results(engine, day_one, queries)
+        for pipeline_name, adapter in adapters.items():
+            rows = evaluate.score(day_one.with_adapter(adapter), queries, relevant, lexical, lookup)
+            out[pipeline_name][name] = evaluate.summary(rows)
     out["seconds"] = time.perf_counter() - started
     return out

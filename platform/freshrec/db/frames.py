@@ -1,0 +1,37 @@
+"""Bulk reads into pandas through ``COPY (query) TO STDOUT``, parsed by pandas' C CSV reader.
+
+``pd.read_sql`` builds Python objects row by row and then infers each object column's type (it
+tries every string column as a date): on an update at 10x the bundled shop that was most of 14 s
+of reads. COPY streams the same rows as CSV, and ``read_csv`` with the types given parses them in
+C: 0.44 s against 3.7 s for 720k purchase rows. Timestamps should come out of SQL as epoch seconds.
+
+COPY takes no bind parameters, so the query's ``:name`` parameters are rendered client-side by
+psycopg's own quoting (``ClientCursor.mogrify``): the same adaptation it would send to the server.
+"""
+from __future__ import annotations
+
+import io
+import re
+
+import pandas as pd
+import psycopg
+from sqlalchemy.engine import Connection
+
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")  # :name, not the cast in ``x::xid8``
+
+
+def read_frame(conn: Connection, sql: str, params: dict | None, dtypes: dict[str, object]) -> pd.DataFrame:
+    """The rows of ``sql`` (SQLAlchemy ``:name`` parameters) as a frame whose columns are ``dtypes``'
+    keys, in the query's order. NULL and the empty string both read as an empty string: give no
+    column that may hold either unless that is what it should mean."""
+    raw = conn.connection.driver_connection
+    query = _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+    rendered = psycopg.ClientCursor(raw).mogrify(query, params or {})
+    buffer = io.BytesIO()
+    with raw.cursor() as cur, cur.copy(f"COPY ({rendered}) TO STDOUT WITH (FORMAT csv)") as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    if not buffer.getbuffer().nbytes:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+    return pd.read_csv(buffer, names=list(dtypes), dtype=dtypes, keep_default_na=False, na_filter=False)
