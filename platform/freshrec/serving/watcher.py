@@ -7,7 +7,6 @@ is refused: the old snapshot keeps serving, and the failure shows in /metrics an
 """
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 
@@ -53,22 +52,9 @@ class SnapshotHolder:
                 self._on_failure(target, err)
                 return False
             self.current = snapshot  # the swap: one assignment
-            _settle_heap()
             log.info("now serving version %s (was %s)", target, serving)
             self._on_swap(snapshot)
             return True
-
-
-def _settle_heap() -> None:
-    """Leave the loaded snapshot out of the garbage collector's full passes.
-
-    A snapshot is a few hundred thousand long-lived objects (titles, frames, the tokenizer). CPython's
-    oldest-generation collection walks all of them, and one that lands in a request stalls it for
-    milliseconds: it showed in the p99 (``freshrec bench scale``). Frozen objects are never walked.
-    Unfrozen first, so that the previous snapshot's reference cycles are still collected."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 class PointerWatcher(threading.Thread):
