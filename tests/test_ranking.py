@@ -211,6 +211,27 @@ def test_co_purchase_counted_and_ranked_in_batches_equals_all_at_once(monkeypatc
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
 
 
+def test_each_items_neighbours_are_its_k_strongest_partners_ties_by_partner():
+    """``CoPurchase.neighbours`` against its definition, item by item from the dense counts: P(j | i)
+    descending, ties by partner row ascending, the item itself never."""
+    from freshrec.ranking import copurchase
+
+    rng = np.random.default_rng(5)
+    baskets = [rng.choice(40, size=rng.integers(1, 7), replace=False) for _ in range(300)]
+    counts = copurchase.CoPurchase(40)
+    counts.add(baskets)
+    got, dense = counts.neighbours(k=6), counts.counts.toarray()
+    ties = 0
+    for i in range(40):
+        strengths = dense[i] / max(dense[i, i], 1.0)
+        ranked = sorted((j for j in range(40) if j != i and dense[i, j] > 0), key=lambda j: (-strengths[j], j))[:6]
+        span = slice(got.indptr[i], got.indptr[i + 1])
+        assert got.partners[span].tolist() == ranked, i
+        np.testing.assert_array_equal(got.strengths[span], strengths[ranked].astype(np.float32))
+        ties += len(ranked) - len(set(strengths[ranked]))
+    assert ties > 10  # the tie-break was exercised
+
+
 def test_the_rankers_scores_at_serving_are_its_trained_forward_pass():
     """``Ranker.score`` (NumPy, what requests and the gate use) equals the torch module that training
     fits, on a trained-looking ranker and on a feature matrix with its columns in another order."""
