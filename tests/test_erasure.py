@@ -219,42 +219,66 @@ def test_the_readmes_erasure_recipes_run_in_psql(chain):
     assert all("|done|" in line for line in erasures)
 
 
+def _purchases(user: str, days: tuple[int, ...]) -> None:
+    """A new customer's baskets in January 2011, of the first six items."""
+    with get_engine().begin() as conn:
+        items = [r[0] for r in conn.execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 6"))]
+        frame = pd.DataFrame([{"event_key": f"{user}-{day}-{item}", "user_id": user, "item_id": item,
+                               "event_type": "purchase", "event_time": datetime(2011, 1, day, 12, tzinfo=timezone.utc),
+                               "quantity": 1, "query": None} for day in days for item in items])
+        write_batch(conn, interactions_frame_batch(frame, "test"), "test")
+
+
 def test_a_version_that_learned_from_a_customer_erased_now_while_it_trained_does_not_serve(chain):
     """``forget --now`` promises that no version holding the customer serves. An update whose cut
     held their rows, erased while it trained (a fail-point hook: exactly then), publishes a
-    candidate; the pointer stays, and the replay retires it."""
+    candidate that cannot be promoted; an update cut after the erasure is promoted as usual; the
+    replay retires the first."""
     from freshrec import faults
     from freshrec.training.args import GateArguments, TrainingArguments
     from freshrec.updater import run_update
 
-    engine, store, user = get_engine(), chain["store"], "late-customer"
+    engine, store = get_engine(), chain["store"]
+
+    def update():
+        return run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
+                          base_model=chain["tiny_model"])
+
     serving = _scalar("SELECT version FROM current_version")
-    items = [r[0] for r in get_engine().connect().execute(sa.text("SELECT item_id FROM items ORDER BY item_id LIMIT 6"))]
-    frame = pd.DataFrame([{"event_key": f"late-{day}-{item}", "user_id": user, "item_id": item, "event_type": "purchase",
-                           "event_time": datetime(2011, 1, day, 12, tzinfo=timezone.utc), "quantity": 1, "query": None}
-                          for day in (7, 8) for item in items])
-    with engine.begin() as conn:
-        write_batch(conn, interactions_frame_batch(frame, "test"), "test")
+    _purchases("late-customer", (7, 8))
     requests = []
-    faults.hooks["artifact-written"] = lambda: requests.append(forget(engine, get_settings(), [user], now=True, store=store))
-    outcome = run_update(TrainingArguments(epochs=1, learning_rate=1e-2, device="cpu"), GateArguments(enabled=False),
-                         base_model=chain["tiny_model"])
+    faults.hooks["artifact-written"] = lambda: requests.append(
+        forget(engine, get_settings(), ["late-customer"], now=True, store=store))
+    try:
+        held = update()
+    finally:
+        faults.hooks.pop("artifact-written", None)
     (request,) = requests
     assert request.serving == serving and request.versions == []  # nothing live had learned from them yet
-    assert outcome.version is not None and not outcome.promoted and "erased with `now`" in outcome.message
+    assert held.version is not None and not held.promoted and "erased with `now`" in held.message
     assert _scalar("SELECT version FROM current_version") == serving
-    assert _scalar("SELECT status FROM model_versions WHERE version = :v", v=outcome.version) == "candidate"
-    metrics = _scalar("SELECT metrics FROM model_versions WHERE version = :v", v=outcome.version)
-    assert metrics["erased_since_cut"] == [request.erasure_id]
-    with engine.connect() as conn:  # found by its watermark, so the replay retires it
-        assert {r["version"] for r in proof_rows(conn, [request.erasure_id])} == {outcome.version}
+    assert _scalar("SELECT status FROM model_versions WHERE version = :v", v=held.version) == "candidate"
+    metrics = _scalar("SELECT metrics FROM model_versions WHERE version = :v", v=held.version)
+    assert metrics["erased_since_cut"] == [request.erasure_id] and "pointer" not in metrics
+    with pytest.raises(VersionError, match="`now`"):
+        promote(engine, held.version)
+
+    # Cut after the erasure committed: it never held the rows, and serves as any update does.
+    _purchases("later-customer", (9,))
+    clean = update()
+    assert clean.promoted and _scalar("SELECT version FROM current_version") == clean.version
+
+    # The proof names both (their watermarks span the erased transactions); the replay retires the held
+    # one and trains the serving one again.
+    with engine.connect() as conn:
+        assert {r["version"] for r in proof_rows(conn, [request.erasure_id])} == {held.version, clean.version}
     replay = run_due(force=True, store=store)
-    assert replay.status == "done" and replay.replaced[outcome.version] is None and replay.serving == serving
-    with pytest.raises(VersionError, match="erased"):  # retired: it cannot be promoted
-        promote(engine, outcome.version)
+    assert replay.status == "done" and replay.replaced[held.version] is None
+    assert replay.serving == replay.replaced[clean.version] == _scalar("SELECT version FROM current_version")
     with engine.connect() as conn:
         assert proof_rows(conn) == []
-    assert _scalar("SELECT version FROM current_version") == serving
+    with pytest.raises(VersionError, match="erased"):
+        promote(engine, held.version)
 
 
 def _row(version: int, rows: int, seconds: float) -> dict:

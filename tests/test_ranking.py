@@ -83,6 +83,24 @@ def test_bulk_reads_through_copy_equal_pandas_read_sql(loaded):
     pd.testing.assert_frame_equal(copied, bound, check_dtype=False)
 
 
+def test_sub_second_times_are_the_same_seconds_from_every_path(loaded):
+    """A basket's items are found by equality of times: its moment (``epoch_seconds``, from Feast's rows),
+    the updater's bulk reads (``read_timed``) and the API's rows (``extract(epoch)::float8``) must agree
+    to the bit on millisecond and microsecond times too, as the API's events may carry."""
+    from freshrec.ranking.inputs import _EPOCH, read_timed
+
+    times = ("SELECT to_timestamp(1291734000) + n * interval '1 microsecond' * 7919 + n * interval '1 millisecond' * 613 "
+             "AS event_time FROM generate_series(0, 4999) n")
+    with get_engine().connect() as conn:
+        stamps = pd.read_sql(sa.text(times), conn)["event_time"]
+        sql_float = np.array([r[0] for r in conn.execute(sa.text(
+            f"SELECT extract(epoch FROM event_time)::float8 FROM ({times}) t"))])
+        bulk = read_timed(conn, f"SELECT {_EPOCH} FROM ({times}) t", {}, {"event_time": "int64"})["event_time"]
+    assert (stamps.dt.microsecond % 1000 != 0).sum() > 4000  # sub-millisecond parts, mostly
+    np.testing.assert_array_equal(epoch_seconds(stamps), sql_float)
+    np.testing.assert_array_equal(bulk.to_numpy(), sql_float)
+
+
 def test_item_aggregates_refresh_incrementally_to_the_full_rebuild(loaded):
     engine = get_engine()
     read = "SELECT item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers FROM item_daily_stats ORDER BY 1, 2"
@@ -230,6 +248,17 @@ def test_each_items_neighbours_are_its_k_strongest_partners_ties_by_partner():
         np.testing.assert_array_equal(got.strengths[span], strengths[ranked].astype(np.float32))
         ties += len(ranked) - len(set(strengths[ranked]))
     assert ties > 10  # the tie-break was exercised
+    # The same from counts whose partners are stored in reverse within each row (a CSR matrix need not
+    # keep its indices sorted): the tie-break is by partner, not by storage order.
+    reversed_rows = counts.counts.copy()
+    for i in range(40):
+        span = slice(reversed_rows.indptr[i], reversed_rows.indptr[i + 1])
+        reversed_rows.indices[span], reversed_rows.data[span] = reversed_rows.indices[span][::-1], reversed_rows.data[span][::-1]
+    reversed_rows.has_sorted_indices = False
+    counts.counts = reversed_rows
+    again = counts.neighbours(k=6)
+    for name in ("indptr", "partners", "strengths"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(got, name))
 
 
 def test_the_rankers_scores_at_serving_are_its_trained_forward_pass():

@@ -17,21 +17,23 @@ import pandas as pd
 import psycopg
 from sqlalchemy.engine import Connection
 
-_PARAM = re.compile(r"(?<![:\w]):(\w+)")  # :name, not the cast in ``x::xid8``
+_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # SQLAlchemy's own: ``:name``, not ``x::xid8`` nor ``\:``
 
 
 def read_frame(conn: Connection, sql: str, params: dict | None, dtypes: dict[str, object]) -> pd.DataFrame:
-    """The rows of ``sql`` (SQLAlchemy ``:name`` parameters) as a frame whose columns are ``dtypes``'
-    keys, in the query's order. NULL and the empty string both read as an empty string: give no
-    column that may hold either unless that is what it should mean."""
+    """The rows of ``sql`` (SQLAlchemy ``:name`` parameters) as a frame of the columns ``dtypes`` names,
+    in that order, which must be the query's. NULL and the empty string both read as an empty string:
+    give no column that may hold either unless that is what it should mean."""
     raw = conn.connection.driver_connection
     query = _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
-    rendered = psycopg.ClientCursor(raw).mogrify(query, params or {})
+    with psycopg.ClientCursor(raw) as client:
+        rendered = client.mogrify(query, params or {})
     buffer = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(f"COPY ({rendered}) TO STDOUT WITH (FORMAT csv)") as copy:
+    with raw.cursor() as cur, cur.copy(f"COPY ({rendered}) TO STDOUT WITH (FORMAT csv, HEADER true)") as copy:
         for chunk in copy:
             buffer.write(chunk)
     buffer.seek(0)
-    if not buffer.getbuffer().nbytes:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
-    return pd.read_csv(buffer, names=list(dtypes), dtype=dtypes, keep_default_na=False, na_filter=False)
+    frame = pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_filter=False)
+    if list(frame.columns) != list(dtypes):  # the query's columns, by name: never matched by position
+        raise ValueError(f"read_frame: the query returns {list(frame.columns)}, not {list(dtypes)}")
+    return frame

@@ -130,9 +130,9 @@ def _forget(engine: Engine, settings: Settings, user_ids: list[str], key: bytes,
 
     with engine.begin() as conn:
         users = _check(conn, user_ids, key)
-        # A publish takes this lock too: it either commits before the rows below are read (its version
-        # is then named tainted, and ``now`` moves off it) or sees this erasure (``registry.versions``).
-        conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
+        if now:  # a publish takes this lock too: it commits before the log below names the live versions
+            # (and ``now`` moves off it), or it sees this erasure (``registry.versions.publish``)
+            conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
         lock_profiles(conn, users)  # no profile push for them runs across this transaction
         rows = conn.execute(sa.text("SELECT id, event_key, item_id, event_time, query FROM interactions "
                                     "WHERE user_id = ANY(:u)"), {"u": users}).all()

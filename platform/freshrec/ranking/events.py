@@ -15,10 +15,15 @@ DAY = 86_400.0
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Seconds since the epoch, as whole microseconds (PostgreSQL's precision) / 1e6: the same float,
+    bit for bit, as PostgreSQL's ``extract(epoch FROM t)::float8`` and as ``inputs.read_timed`` (both
+    correctly rounded from the same exact value). ``total_seconds()`` divides nanoseconds, an ulp
+    off on some sub-second times, and times are compared by equality (a basket's own moment)."""
     if pd.api.types.is_numeric_dtype(times):  # already epoch seconds
         return times.to_numpy(np.float64)
     stamps = pd.to_datetime(times, utc=True)
-    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+    micros = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+    return micros.to_numpy(np.int64) / 1e6
 
 
 @dataclass

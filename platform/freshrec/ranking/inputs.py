@@ -27,9 +27,10 @@ STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
 
 # Purchases: the ranker predicts what is bought, so baskets, labels and the repeat history are
 # purchases (views, clicks and carts shape the profile text and the activity counts).
-# Bulk reads (``db.frames.read_frame``) take times as epoch seconds: no date parsing in pandas.
-_EPOCH = "extract(epoch FROM event_time)::float8 AS event_time"
-_EVENT_TYPES = {"user_id": object, "item_id": object, "event_time": "float64"}
+# Bulk reads (``db.frames.read_frame``, ``read_timed``) take times as whole microseconds since the epoch:
+# no date parsing in pandas, and no float parsing either (see ``read_timed``).
+_EPOCH = "(extract(epoch FROM event_time) * 1000000)::int8 AS event_time"
+_EVENT_TYPES = {"user_id": object, "item_id": object, "event_time": "int64"}
 _CONSUMED_ROWS = f"""
 SELECT user_id, item_id, {_EPOCH} FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
@@ -49,12 +50,26 @@ _STATS_AT = f"""
 SELECT DISTINCT ON (item_id) {_COLUMNS} FROM item_daily_stats
 WHERE valid_from <= :stamp ORDER BY item_id, valid_from DESC"""
 _STATS_BETWEEN = f"""
-SELECT extract(epoch FROM valid_from)::float8 AS valid_from, {_COLUMNS} FROM item_daily_stats
+SELECT (extract(epoch FROM valid_from) * 1000000)::int8 AS valid_from, {_COLUMNS} FROM item_daily_stats
 WHERE valid_from > :first AND valid_from <= :last ORDER BY valid_from, item_id"""
 # The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
 _CLOCK = """
 SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
 FROM interactions"""
+
+
+def read_timed(conn: Connection, sql: str, params: dict, dtypes: dict, column: str = "event_time") -> pd.DataFrame:
+    """``read_frame`` of a query whose ``column`` is whole microseconds since the epoch (``_EPOCH``),
+    returned as epoch seconds.
+
+    The seconds must equal, bit for bit, what ``events.epoch_seconds`` makes of the same timestamp
+    on the other side of the comparison (a basket's own moment, from Feast's rows): a basket's
+    items are found by exact equality of times. Microseconds / 1e6, correctly rounded on both sides,
+    agree; parsing a float8's text, or pandas' nanoseconds / 1e9, can miss by an ulp on sub-second
+    times (the API takes ISO 8601 times with fractions)."""
+    frame = read_frame(conn, sql, params, dtypes)
+    frame[column] = frame[column].to_numpy(np.int64) / 1e6
+    return frame
 
 
 def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray, users: list[str] | None = None) -> EventLog:
@@ -64,7 +79,7 @@ def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray, users: list[
     if users is not None:
         sql, params = sql + " AND user_id = ANY(:users)", {**params, "users": list(users)}
     with engine.connect() as conn:
-        frame = read_frame(conn, sql, params, _EVENT_TYPES)
+        frame = read_timed(conn, sql, params, _EVENT_TYPES)
     return EventLog.build(frame, item_ids)
 
 
@@ -83,13 +98,13 @@ def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: 
 def consumed_browsing(engine: Engine, xid_to: str, users, item_ids: np.ndarray) -> BrowseLog:
     """What these users viewed, clicked or carted below a cut's horizon (the lineage's rows)."""
     with engine.connect() as conn:
-        frame = read_frame(conn, _CONSUMED_BROWSING, {"xid_to": str(int(xid_to)), "users": list(users)}, _EVENT_TYPES)
+        frame = read_timed(conn, _CONSUMED_BROWSING, {"xid_to": str(int(xid_to)), "users": list(users)}, _EVENT_TYPES)
     return BrowseLog.build(frame, pd.Index(item_ids))
 
 
 def rows_before(conn: Connection, clock: datetime, item_ids: np.ndarray) -> EventLog:
     """Every user's events strictly before ``clock`` (the benchmark's neighbour-based baselines)."""
-    return EventLog.build(read_frame(conn, _ROWS_BEFORE, {"clock": clock}, _EVENT_TYPES), item_ids)
+    return EventLog.build(read_timed(conn, _ROWS_BEFORE, {"clock": clock}, _EVENT_TYPES), item_ids)
 
 
 def serving_clock(conn: Connection) -> datetime:
@@ -124,8 +139,8 @@ def daily_item_stats(engine: Engine, item_ids: np.ndarray, day_starts: list[floa
     first, last = (datetime.fromtimestamp(d, timezone.utc) for d in (days[0], days[-1]))
     with engine.connect() as conn:
         base = read_frame(conn, _STATS_AT, {"stamp": first}, _STAT_TYPES)
-        later = read_frame(conn, _STATS_BETWEEN, {"first": first, "last": last},  # one day: its scan is all
-                           {"valid_from": "float64", **_STAT_TYPES}) if len(days) > 1 else None
+        later = read_timed(conn, _STATS_BETWEEN, {"first": first, "last": last},  # one day: its scan is all
+                           {"valid_from": "int64", **_STAT_TYPES}, "valid_from") if len(days) > 1 else None
     stamped = later["valid_from"].to_numpy() if later is not None else np.zeros(0)
     state, out, done = _stat_array(base, item_ids), {}, 0
     for day in days:  # an item with no row by that day did not exist yet: zeros

@@ -64,23 +64,55 @@ def _json_safe(value):
     return value
 
 
-# Erasures asked with ``now`` that are not replayed yet, whose rows lie in the cut or in the parent's
-# lineage: the version learned from them (the cut was read before they went). ``now`` promised that no
-# version holding them serves: it is published a candidate, and the replay retires it (``erasure_proof``
-# finds it by its watermark). ``forget`` takes the deployments lock, as this publish does, so the two
-# never pass each other: an erasure that commits first is seen here, a publish that commits first is
-# seen by the erasure (which then moves the pointer off it).
-_ERASED_NOW_SINCE = """
-SELECT DISTINCT l.erasure_id FROM erasure_log l JOIN erasures e ON e.id = l.erasure_id
+# ``forget --now`` promises that no version holding the customer's rows serves until the replay. A
+# version *held* by such an erasure (asked with ``now``, not replayed yet) learned from its rows:
+# - one that was live when it came (``erasure_log.versions``), or
+# - one published since from a cut that read them (``erased_since_cut`` in its metrics, below).
+# Held versions are published as candidates and never promoted or rolled back to; the replay retires
+# them. (``erasure_proof`` is broader: it names every version whose watermark spans the erased
+# transactions, even one cut after the rows had gone; the replay trains those again too.)
+_HELD_BY_NOW = """
+SELECT e.id FROM erasures e
 WHERE e.now AND e.state <> 'done'
-  AND ((l.xid >= CAST(:xid_from AS xid8) AND l.xid < CAST(:xid_to AS xid8))
-       OR EXISTS (SELECT FROM erasure_proof p WHERE p.version = :parent AND p.erasure_id = l.erasure_id))
+  AND (EXISTS (SELECT FROM erasure_log l WHERE l.erasure_id = e.id AND CAST(:version AS int) = ANY (l.versions))
+       OR EXISTS (SELECT FROM model_versions v WHERE v.version = :version
+                  AND v.metrics->'erased_since_cut' @> to_jsonb(e.id)))
+ORDER BY 1"""
+# Such erasures whose transactions lie in a cut that has lost rows since it was taken: every transaction
+# below a cut's horizon had ended, so a cut's range can only lose rows, and only to an erasure. A cut
+# taken after the erasure committed never held the rows, and loses none.
+_ERASED_FROM_CUT = """
+SELECT e.id FROM erasures e
+WHERE e.now AND e.state <> 'done'
+  AND EXISTS (SELECT FROM erasure_log l WHERE l.erasure_id = e.id
+              AND l.xid >= CAST(:xid_from AS xid8) AND l.xid < CAST(:xid_to AS xid8))
+  AND (SELECT count(*) FROM interactions
+       WHERE ingest_xid >= CAST(:xid_from AS xid8) AND ingest_xid < CAST(:xid_to AS xid8)) < :rows
 ORDER BY 1"""
 
 
-def _erased_now_since(conn: Connection, cut: Cut, parent: int | None) -> list[int]:
-    return list(conn.execute(sa.text(_ERASED_NOW_SINCE),
-                             {"xid_from": cut.xid_from, "xid_to": cut.xid_to, "parent": parent}).scalars())
+def held_by_now(conn: Connection, version: int | None) -> list[int]:
+    """The erasures asked with ``now``, not replayed yet, whose rows ``version`` learned from."""
+    if version is None:
+        return []
+    return list(conn.execute(sa.text(_HELD_BY_NOW), {"version": version}).scalars())
+
+
+def _erased_since_cut(conn: Connection, cut: Cut, parent: int | None) -> list[int]:
+    """What a version from ``parent`` on ``cut`` learned that ``now`` erased while it trained: the
+    cut's lost rows, or its parent's. ``forget`` takes the deployments lock, as publish does, so the
+    two never pass each other: an erasure that commits first is seen here; a publish that commits
+    first is named by the erasure's log (and ``now`` moves the pointer off it)."""
+    found = set(conn.execute(sa.text(_ERASED_FROM_CUT), {"xid_from": cut.xid_from, "xid_to": cut.xid_to,
+                                                          "rows": cut.row_count}).scalars())
+    return sorted(found | set(held_by_now(conn, parent)))
+
+
+def _refuse_held(conn: Connection, version: int) -> None:
+    held = held_by_now(conn, version)
+    if held:
+        raise VersionError(f"version {version} learned from rows that erasure {', '.join(map(str, held))} removed "
+                           "with `now`: it cannot serve; the replay retires it (`freshrec erasures --run`)")
 
 
 def current_version(conn: Connection) -> int | None:
@@ -105,12 +137,13 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         conn.execute(sa.text("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE"))
         conn.execute(sa.text("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE"))
         found = current_version(conn)
-        if new.status == "promoted" and found != new.parent_version:
-            new = replace(new, status="candidate", metrics={
-                **new.metrics, "pointer": {"moved_since_cut": True, "started_from": new.parent_version, "found": found}})
-        erased = _erased_now_since(conn, cut, new.parent_version) if new.status == "promoted" else []
-        if erased:
-            new = replace(new, status="candidate", metrics={**new.metrics, "erased_since_cut": erased})
+        if new.status == "promoted":  # both checks recorded, whichever keeps it from the pointer
+            erased = _erased_since_cut(conn, cut, new.parent_version)
+            if erased:
+                new = replace(new, status="candidate", metrics={**new.metrics, "erased_since_cut": erased})
+            if found != new.parent_version:
+                new = replace(new, status="candidate", metrics={**new.metrics, "pointer": {
+                    "moved_since_cut": True, "started_from": new.parent_version, "found": found}})
         row = {k: json.dumps(_json_safe(v), default=str) if isinstance(v, (dict, list)) else v
                for k, v in new.__dict__.items()}
         version = conn.execute(sa.text(_INSERT_VERSION), row).scalar_one()
@@ -199,6 +232,7 @@ def promote(engine: Engine, version: int, actor: str = "cli", reason: str = "man
                                "(`freshrec erasures` names the version that replaced it)")
         if current_version(conn) == version:
             raise VersionError(f"version {version} is already current")
+        _refuse_held(conn, version)
         conn.execute(sa.text("UPDATE model_versions SET status = 'promoted' WHERE version = :v"), {"v": version})
         move_pointer(conn, version, "promote", actor, reason)
 
@@ -232,6 +266,7 @@ def rollback(engine: Engine, actor: str = "cli", reason: str = "manual rollback"
         stack = promotion_stack(conn)
         if len(stack) < 2:
             raise VersionError("there is no earlier version to roll back to")
+        _refuse_held(conn, stack[-2])
         move_pointer(conn, stack[-2], "rollback", actor, reason)
     return stack[-2]
 

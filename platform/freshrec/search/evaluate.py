@@ -13,8 +13,10 @@ K = 10
 
 
 # Connections the lexical leg's queries are spread over. Each query ranks every document matching one
-# of its words, so its cost grows with the catalog; one at a time, the gate's 1,300 queries took 12 s
-# of an update at 10x the bundled shop while one server core idled.
+# of its words, so its cost grows with the catalog; one at a time, the gate's 2,200 queries took 12 s
+# of an update at 10x the bundled shop (6 s on two), with a core idle. The work is the database's: this
+# counts this machine's cores, right where the server runs here (the embedded default) and a floor
+# for a server of its own.
 LEXICAL_CONNECTIONS = max(1, min(4, os.cpu_count() or 1))
 
 
