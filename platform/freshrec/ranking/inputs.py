@@ -29,7 +29,8 @@ STAT_COLUMNS = ["events_7d", "events_28d", "buyers", "repeat_buyers"]
 # purchases (views, clicks and carts shape the profile text and the activity counts).
 # Bulk reads (``db.frames.read_frame``, ``read_timed``) take times as whole microseconds since the epoch:
 # no date parsing in pandas, and no float parsing either (see ``read_timed``).
-_EPOCH = "(extract(epoch FROM event_time) * 1000000)::int8 AS event_time"
+_MICROS = "(extract(epoch FROM {0}) * 1000000)::int8 AS {0}"
+_EPOCH = _MICROS.format("event_time")
 _EVENT_TYPES = {"user_id": object, "item_id": object, "event_time": "int64"}
 _CONSUMED_ROWS = f"""
 SELECT user_id, item_id, {_EPOCH} FROM interactions
@@ -50,7 +51,7 @@ _STATS_AT = f"""
 SELECT DISTINCT ON (item_id) {_COLUMNS} FROM item_daily_stats
 WHERE valid_from <= :stamp ORDER BY item_id, valid_from DESC"""
 _STATS_BETWEEN = f"""
-SELECT (extract(epoch FROM valid_from) * 1000000)::int8 AS valid_from, {_COLUMNS} FROM item_daily_stats
+SELECT {_MICROS.format("valid_from")}, {_COLUMNS} FROM item_daily_stats
 WHERE valid_from > :first AND valid_from <= :last ORDER BY valid_from, item_id"""
 # The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
 _CLOCK = """

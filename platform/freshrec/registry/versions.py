@@ -169,11 +169,9 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
     return version, new.status
 
 
-def _copy_in(raw, statement: str, rows, types: list[str] | None = None) -> None:
+def _copy_in(raw, statement: str, rows) -> None:
     """Rows (tuples) in by COPY on the publish transaction's own connection: a version's bulk rows."""
     with raw.cursor().copy(statement) as copy:
-        if types:
-            copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 
