@@ -281,6 +281,38 @@ def test_a_version_that_learned_from_a_customer_erased_now_while_it_trained_does
         promote(engine, held.version)
 
 
+def test_a_now_erasure_and_a_publish_never_interleave(chain):
+    """While ``forget --now``'s transaction is open (a hook at its last step, inside it), a publish
+    cannot take the deployments lock: it would wait for the commit, then see the erasure. An erasure
+    without ``now`` does not hold publishes up."""
+    from freshrec import faults
+
+    engine, store = get_engine(), chain["store"]
+    lock = "LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE NOWAIT"  # what publish takes, without waiting
+
+    def publish_would_wait() -> bool:
+        with engine.connect() as other:
+            try:
+                other.execute(sa.text(lock))
+                return False
+            except sa.exc.OperationalError as err:
+                assert "could not obtain lock" in str(err)
+                return True
+
+    seen = {}
+    for user, now in (("waits-customer", True), ("free-customer", False)):
+        _purchases(user, (10,))
+        faults.hooks["erasure-rows-deleted"] = lambda now=now: seen.__setitem__(now, publish_would_wait())
+        try:
+            forget(engine, get_settings(), [user], now=now, store=store)
+        finally:
+            faults.hooks.pop("erasure-rows-deleted", None)
+    assert seen == {True: True, False: False}
+    assert run_due(force=True, store=store).status == "done"
+    with engine.connect() as conn:
+        assert proof_rows(conn) == []
+
+
 def _row(version: int, rows: int, seconds: float) -> dict:
     return {"version": version, "xid_from": str(version * 10), "xid_to": str(version * 10 + 10), "row_count": rows,
             "timings": {"total_s": seconds}, "params": {}}
