@@ -220,7 +220,11 @@ def test_tampered_version_is_refused_and_the_old_one_keeps_serving(client, serve
 
 def test_health_and_metrics(client, served_db):
     assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/v1/items/no-such-item/similar").status_code == 404
     metrics = client.get("/metrics").text
+    # Each request is counted under its route's template and its status, errors included.
+    assert 'route="/v1/items/{item_id}/similar",status="404"' in metrics
+    assert 'freshrec_request_seconds_count{method="GET",route="/healthz",status="200"}' in metrics
     for name in ("freshrec_request_seconds_bucket", "freshrec_serving_version 2.0", "freshrec_serving_version_age_seconds",
                  "freshrec_rows_behind_watermark", "freshrec_oldest_untrained_row_age_seconds",
                  'freshrec_last_update_result{result="created"} 1.0', "freshrec_last_update_duration_seconds",

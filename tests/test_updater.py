@@ -195,6 +195,43 @@ def test_held_out_baskets_are_split_whole_into_disjoint_validation_and_gate_slic
     assert abs(len(held) / len(rows) - 0.2) < 0.05
 
 
+def test_a_cache_lookup_returns_the_states_and_touches_only_hits_unused_for_an_hour(two_versions):
+    """One statement reads the states and moves the LRU clock of stale hits (the API's per-user lookup)."""
+    import numpy as np
+
+    from freshrec.models.state_cache import StateCache
+
+    engine = get_engine()
+    key = "encoder = :e AND max_tokens = :m AND text_sha256 = :h"
+    with engine.begin() as conn:
+        encoder, max_tokens = conn.execute(sa.text(
+            "SELECT encoder, max_tokens FROM encoder_states GROUP BY 1, 2 HAVING count(*) >= 2 LIMIT 1")).one()
+        stale, recent = conn.execute(sa.text("SELECT text_sha256, state FROM encoder_states WHERE encoder = :e AND "
+                                             "max_tokens = :m ORDER BY text_sha256 LIMIT 2"),
+                                     {"e": encoder, "m": max_tokens}).all()
+
+    def age_them() -> None:
+        with engine.begin() as conn:
+            for row, age in ((stale, "2 hours"), (recent, "10 minutes")):
+                conn.execute(sa.text(f"UPDATE encoder_states SET last_used_at = now() - interval '{age}' WHERE {key}"),
+                             {"e": encoder, "m": max_tokens, "h": row.text_sha256})
+
+    def minutes_unused() -> list[float]:
+        with engine.connect() as conn:
+            return [conn.execute(sa.text(f"SELECT extract(epoch FROM now() - last_used_at) / 60 FROM encoder_states "
+                                         f"WHERE {key}"), {"e": encoder, "m": max_tokens, "h": r.text_sha256}).scalar()
+                    for r in (stale, recent)]
+
+    hashes = [bytes(stale.text_sha256), bytes(recent.text_sha256), b"\0" * 32]  # the last one is not cached
+    for write, after in ((False, (120, 10)), (True, (0, 10))):
+        age_them()
+        found = StateCache(engine, encoder, write=write).get(max_tokens, hashes)
+        assert set(found) == set(hashes[:2])
+        for row in (stale, recent):
+            assert np.array_equal(found[bytes(row.text_sha256)], np.frombuffer(row.state, dtype="<f4"))
+        assert [round(m) for m in minutes_unused()] == list(after), write
+
+
 def test_cache_size_shows_and_prunes(two_versions):
     import os
     import subprocess

@@ -20,7 +20,7 @@ from freshrec.bench.metrics import user_metrics
 from freshrec.features import online_users
 from freshrec.ranking.candidates import DayState, Tower, explore_rankings
 from freshrec.ranking.events import EventLog
-from freshrec.ranking.inputs import serving_clock, users_log
+from freshrec.ranking.inputs import users_log
 from freshrec.serving.snapshot import Snapshot
 
 K = 20
@@ -46,8 +46,7 @@ class TestWeek:
 def test_week(engine, store, week_rows: pd.DataFrame, since: date, max_users: int, item_ids: np.ndarray) -> TestWeek:
     bought = week_rows.groupby("user_id")["item_id"].agg(set)
     with engine.connect() as conn:
-        clock = serving_clock(conn)
-        log, _ = users_log(conn, list(bought.index), clock, item_ids)
+        log, _, clock = users_log(conn, list(bought.index), None, item_ids)
     known = set(log.users)
     users = [u for u in bought.index if u in known]
     if len(users) > max_users:  # evenly spaced over user ids: deterministic

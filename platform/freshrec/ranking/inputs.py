@@ -37,9 +37,13 @@ SELECT user_id, item_id, {_EPOCH} FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
 _ROWS_BEFORE = f"""
 SELECT user_id, item_id, {_EPOCH} FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
+# The clock (the caller's, else the data's) and the users' rows before it in one round trip: the
+# LEFT JOIN keeps one row, the clock's, for users without any.
 _USER_ROWS = """
-SELECT user_id, item_id, extract(epoch FROM event_time)::float8 AS event_time, event_type = 'purchase' AS bought
-FROM interactions WHERE user_id = ANY(:users) AND event_time < :clock"""
+WITH clock AS (SELECT coalesce(CAST(:clock AS timestamptz), ({clock}), now()) AS t)
+SELECT c.t AS clock, i.user_id, i.item_id, extract(epoch FROM i.event_time)::float8 AS event_time,
+       i.event_type = 'purchase' AS bought
+FROM clock c LEFT JOIN interactions i ON i.user_id = ANY(:users) AND i.event_time < c.t"""
 # Views, clicks and carts: candidate context (``BrowseLog``), never baskets or labels.
 _CONSUMED_BROWSING = f"""
 SELECT user_id, item_id, {_EPOCH} FROM interactions
@@ -57,6 +61,7 @@ WHERE valid_from > :first AND valid_from <= :last ORDER BY valid_from, item_id""
 _CLOCK = """
 SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
 FROM interactions"""
+_USER_ROWS = _USER_ROWS.format(clock=_CLOCK)
 
 
 def read_timed(conn: Connection, sql: str, params: dict, dtypes: dict, column: str = "event_time") -> pd.DataFrame:
@@ -84,16 +89,18 @@ def consumed_log(engine: Engine, xid_to: str, item_ids: np.ndarray, users: list[
     return EventLog.build(frame, item_ids)
 
 
-def users_log(conn: Connection, user_ids: list[str], clock: datetime, item_ids: np.ndarray,
-              item_index: pd.Index | None = None) -> tuple[EventLog, BrowseLog]:
+def users_log(conn: Connection, user_ids: list[str], clock: datetime | None, item_ids: np.ndarray,
+              item_index: pd.Index | None = None) -> tuple[EventLog, BrowseLog, datetime]:
     """These users' purchases, and what else they did, strictly before ``clock`` (live rows included: the
-    freshest history there is), in one query."""
+    freshest history there is), and the clock itself (``serving_clock``'s when None), in one query."""
     # Per request: plain rows and epoch seconds from SQL, not pandas' read_sql and datetime parsing.
     rows = conn.execute(sa.text(_USER_ROWS), {"users": list(user_ids), "clock": clock}).all()
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_time", "bought"])
+    clock = rows[0][0]
+    frame = pd.DataFrame([r[1:] for r in rows if r[1] is not None],
+                         columns=["user_id", "item_id", "event_time", "bought"])
     index = item_index if item_index is not None else pd.Index(item_ids)
     bought = frame["bought"].astype(bool)
-    return EventLog.build(frame[bought], item_ids, index), BrowseLog.build(frame[~bought], index)
+    return EventLog.build(frame[bought], item_ids, index), BrowseLog.build(frame[~bought], index), clock
 
 
 def consumed_browsing(engine: Engine, xid_to: str, users, item_ids: np.ndarray) -> BrowseLog:

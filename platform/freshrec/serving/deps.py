@@ -1,4 +1,7 @@
-"""What every route needs: the serving snapshot, the engine, the Feast store, and the token check."""
+"""What every route needs: the serving snapshot, the engine, the Feast store, and the token check.
+
+Each dependency is ``async``: none waits on anything, and FastAPI runs a plain ``def`` dependency in
+its thread pool, a hand-off each (four per recommendation) that a request paid for in latency."""
 from __future__ import annotations
 
 import hmac
@@ -26,11 +29,11 @@ class ApiState:
     store: object = None  # feast.FeatureStore, opened in the lifespan (importing feast takes seconds)
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
     return request.app.state.api
 
 
-def snapshot(state: ApiState = Depends(api_state)) -> Snapshot:
+async def snapshot(state: ApiState = Depends(api_state)) -> Snapshot:
     """The serving snapshot, read once: the whole request uses this one version."""
     current = state.holder.current
     if current is None:
@@ -38,15 +41,20 @@ def snapshot(state: ApiState = Depends(api_state)) -> Snapshot:
     return current
 
 
-def snapshot_or_none(state: ApiState = Depends(api_state)) -> Snapshot | None:
+async def snapshot_or_none(state: ApiState = Depends(api_state)) -> Snapshot | None:
     """The serving snapshot, or None on day one (no version yet): search still answers."""
     return state.holder.current
 
 
-def search_service(state: ApiState = Depends(api_state)):
+def ready_search(state: ApiState):
+    """The search service once its item vectors are loaded (503 before)."""
     if not state.search.ready:
         raise HTTPException(503, "search is starting: the item vectors are not loaded yet")
     return state.search
+
+
+async def search_service(state: ApiState = Depends(api_state)):
+    return ready_search(state)
 
 
 def _matches(authorization: str | None, secret) -> bool:
@@ -72,38 +80,38 @@ def _unauthorized(what: str) -> HTTPException:
     return HTTPException(401, f"missing or wrong bearer token ({what})", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>"),
+async def require_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>"),
                   state: ApiState = Depends(api_state)) -> None:
     if not _token_matches(authorization, state):
         raise _unauthorized("the admin token")
 
 
-def require_read_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
+async def require_read_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
                        state: ApiState = Depends(api_state)) -> None:
     if not _read_token_matches(authorization, state):
         raise _unauthorized("the read token")
 
 
-def require_user_read(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
+async def require_user_read(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
                       state: ApiState = Depends(api_state)) -> None:
     """A read of one customer's data: their recommendations reveal their purchases."""
     if state.settings.per_user_reads_need_token and not _read_token_matches(authorization, state):
         raise _unauthorized("a per-user read needs the read token")
 
 
-def is_admin(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>: shows admin-only fields"),
+async def is_admin(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>: shows admin-only fields"),
              state: ApiState = Depends(api_state)) -> bool:
     """Whether the request carries the token (reads stay open; some fields are for admins only)."""
     return _token_matches(authorization, state)
 
 
-def search_guard(user_id: str | None = Query(None), authorization: str | None = Header(None),
+async def search_guard(user_id: str | None = Query(None), authorization: str | None = Header(None),
                  state: ApiState = Depends(api_state)) -> None:
     """A search personalised with ``user_id`` reads that customer's profile; a catalog search may be open."""
     if user_id is not None:
-        require_user_read(authorization, state)
+        await require_user_read(authorization, state)
     elif not state.settings.serving.open_catalog_search:
-        require_read_token(authorization, state)
+        await require_read_token(authorization, state)
 
 
 def reads_guard(settings: Settings) -> list:

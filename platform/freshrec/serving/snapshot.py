@@ -178,8 +178,7 @@ class Snapshot:
         out: dict[str, list[Hit] | None] = {u: None for u in users}
         if not known:
             return out
-        clock = clock or inputs.serving_clock(conn)
-        log, browse = inputs.users_log(conn, known, clock, self.item_ids, self.item_index)
+        log, browse, clock = inputs.users_log(conn, known, clock, self.item_ids, self.item_index)
         times = np.full(len(known), clock.timestamp())
         queries = Queries(log.user_rows(known), times,
                           np.array([[users[u]["n_events"], users[u]["n_baskets"]] for u in known], np.float32),

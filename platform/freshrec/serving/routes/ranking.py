@@ -18,6 +18,7 @@ from freshrec.serving.deps import (
     ApiState,
     api_state,
     reads_guard,
+    ready_search,
     require_user_read,
     search_guard,
     search_service,
@@ -99,8 +100,7 @@ def router(settings: Settings) -> APIRouter:
             # A customer's purchases are read only where the configuration weighs them (the tuned weight
             # is 0 on the bundled data): an unused read of someone's history is still a read.
             if user_id is not None and service.uses_history(snap):
-                clock = inputs.serving_clock(conn)
-                log, _ = inputs.users_log(conn, [user_id], clock, service.side.items.item_ids)
+                log, _, _ = inputs.users_log(conn, [user_id], None, service.side.items.item_ids)
                 history = {str(log.item_ids[i]): float(n) for i, n in zip(*_counts(log))}
             hits = service.search(conn, q, k, snap, history)
             out = [Hit(h.item_id, service.title(h.item_id, conn), h.score, h.legs) for h in hits]
@@ -116,7 +116,7 @@ def router(settings: Settings) -> APIRouter:
             if row is None:
                 raise HTTPException(404, f"item {item_id!r} is not in version {snap.version}'s index")
             return _ranked(snap.version, "similar", snap.top_k(snap.item_vecs[row].copy(), k, exclude=row))
-        items = search_service(state).side.items
+        items = ready_search(state).side.items
         row = items.row_of.get(item_id)
         if row is None:
             raise HTTPException(404, f"item {item_id!r} is not in the catalog's search index")
