@@ -7,7 +7,9 @@ import sqlalchemy as sa
 
 
 def to_literal(vec) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in vec) + "]"
+    # Python floats (``tolist``) format faster than NumPy scalars, to the same text: a publish writes
+    # a catalog's vectors this way.
+    return "[" + ",".join(map("{:.7g}".format, np.asarray(vec).tolist())) + "]"
 
 
 def from_literal(text: str) -> np.ndarray:

@@ -29,6 +29,7 @@ from freshrec.ranking.context import (
 )
 from freshrec.ranking.events import EventLog
 from freshrec.ranking.features import FEATURES, feature_matrix
+from freshrec.topk import top_columns
 
 __all__ = ["FEATURES", "SOURCES", "CandidateConfig", "Candidates", "DayState", "Tower", "build", "explore_rankings"]
 
@@ -93,10 +94,7 @@ def _own_masked(logits: np.ndarray, ctx) -> np.ndarray:
 
 def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(query, item) of each row's k best finite scores."""
-    k = min(k, scores.shape[1])
-    if k == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top = top_columns(scores, k)
     keep = np.isfinite(np.take_along_axis(scores, top, 1))
     return np.nonzero(keep)[0], top[keep]
 

@@ -25,6 +25,7 @@ import numpy as np
 from freshrec.models.query_adapter import QueryAdapter
 from freshrec.search.index import ItemVectors, normalised
 from freshrec.search.text import Vocabulary
+from freshrec.topk import top_columns
 
 LEGS = ("lexical", "dense")
 
@@ -122,9 +123,7 @@ class SearchPipeline:
         block = max(1, DENSE_BLOCK_CELLS // len(ids))
         for start in range(0, len(vecs), block):
             scores = vecs[start : start + block] @ vectors.T
-            top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-            order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
-            out += [ids[row].tolist() for row in np.take_along_axis(top, order, 1)]
+            out += [ids[row].tolist() for row in top_columns(scores, depth)]
         return out
 
     def rank(self, texts: list[str], lexical: list[list[str]], popularity, histories=None, k: int = 10,

@@ -46,6 +46,13 @@ async def snapshot_or_none(state: ApiState = Depends(api_state)) -> Snapshot | N
     return state.holder.current
 
 
+def reads(state: ApiState):
+    """A connection for a request's reads, each a statement of its own: in autocommit, no BEGIN goes
+    before them and no ROLLBACK follows when the connection returns to the pool (two round trips of
+    the four a one-query request made)."""
+    return state.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
 def ready_search(state: ApiState):
     """The search service once its item vectors are loaded (503 before)."""
     if not state.search.ready:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from freshrec.topk import top_columns
+
 
 def baskets(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     """One row per (user, moment): the profile text then, and the set of items bought."""
@@ -13,14 +15,6 @@ def baskets(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     if len(grouped) > limit:  # evenly spaced, so the sample is deterministic and spans the slice
         grouped = grouped.iloc[np.linspace(0, len(grouped) - 1, limit).astype(int)]
     return grouped
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's k best scores, best first."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
-    return np.take_along_axis(top, order, axis=1)
 
 
 def ranked_metrics(ranked: list, relevant: list[set], k: int) -> tuple[float, float]:
@@ -45,4 +39,4 @@ def recall_ndcg(scores: np.ndarray, item_ids: np.ndarray, relevant: list[set], k
     """Mean Recall@k and NDCG@k of score rows (users x items) against each row's relevant items."""
     if len(relevant) == 0:
         return 0.0, 0.0
-    return ranked_metrics(item_ids[top_k(scores, k)], relevant, min(k, scores.shape[1]))
+    return ranked_metrics(item_ids[top_columns(scores, k)], relevant, min(k, scores.shape[1]))

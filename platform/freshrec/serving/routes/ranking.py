@@ -17,6 +17,7 @@ from freshrec.serving.deps import (
     NO_NUL,
     ApiState,
     api_state,
+    reads,
     reads_guard,
     ready_search,
     require_user_read,
@@ -77,7 +78,7 @@ def router(settings: Settings) -> APIRouter:
         `popular`), and so does everyone before the first version (`version` null)."""
         if snap is None:
             return _popular(state, None, k)
-        with state.engine.connect() as conn:
+        with reads(state) as conn:
             ranked = snap.recommend(conn, online_users(state.store, [user_id]), k)[user_id]
         if ranked is None:
             return _popular(state, snap, k)
@@ -95,7 +96,7 @@ def router(settings: Settings) -> APIRouter:
         side's query tower against the pre-trained encoder's item vectors, fused by reciprocal rank, then
         re-ranked by popularity and, with `user_id`, the customer's own purchases. Each item names the legs
         that found it. Works before any version exists (`version` null)."""
-        with state.engine.connect() as conn:
+        with reads(state) as conn:
             history = None
             # A customer's purchases are read only where the configuration weighs them (the tuned weight
             # is 0 on the bundled data): an unused read of someone's history is still a read.
