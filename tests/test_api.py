@@ -408,6 +408,30 @@ def test_a_version_load_reads_no_interaction_rows(served_db):
             conn.execute(sa.text("DROP ROLE no_history"))
 
 
+def test_a_version_is_primed_before_it_swaps_in(served_db):
+    """The API's holder reads a version's day state and its most popular items' co-purchase partners
+    before the swap: the first requests read neither."""
+    from freshrec.features import open_store
+    from freshrec.ranking.inputs import serving_clock
+    from freshrec.serving.watcher import SnapshotHolder
+
+    holder = SnapshotHolder(get_engine())
+    holder.store = open_store()
+    assert holder.sync()
+    snap = holder.current
+    held = snap._day
+    with get_engine().connect() as conn:
+        day = snap.day_state(serving_clock(conn))
+    assert snap._day is held  # the clock's day was read before the swap: no read now
+    reads, fetch = [], snap.copurchase.fetch
+    snap.copurchase.fetch = lambda ids: reads.append(ids) or fetch(ids)
+    popular = day.popular[: snap.primed_items]
+    owner, _, _ = snap.copurchase.gather(popular)
+    assert reads == [] and len(set(owner)) > 10  # held, and they have partners
+    snap.copurchase.gather(day.popular[-3:])  # the tail is read when a request needs it
+    assert len(reads) == (1 if len(day.popular) > snap.primed_items else 0)
+
+
 def test_neighbours_missing_online_are_read_from_the_versions_rows(served_db):
     """A version's neighbours the online store lacks (a push that failed) still serve: from item_neighbours."""
     import pandas as pd

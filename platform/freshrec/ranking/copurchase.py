@@ -84,21 +84,27 @@ class FetchedNeighbours:
 
     def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         items = np.asarray(items, np.int64)
-        missing = sorted({int(i) for i in items} - self._known.keys())
-        if missing:
-            found = self.fetch([str(self.item_ids[i]) for i in missing])
-            if len(self._known) + len(missing) > self.limit:  # a bound, not an LRU: versions swap often enough
-                self._known.clear()
-            for row in missing:
-                partners, strengths = found.get(str(self.item_ids[row]), ([], []))
-                at = self.item_index.get_indexer(list(partners)) if len(partners) else np.zeros(0, np.int64)
-                keep = at >= 0
-                self._known[row] = (at[keep].astype(np.int64), np.asarray(strengths, np.float32)[keep])
+        self.prefetch(items)
         parts = [self._known[int(i)] for i in items]
         owner = np.repeat(np.arange(len(items)), [len(p[0]) for p in parts])
         if not len(owner):
             return owner, np.zeros(0, np.int64), np.zeros(0, np.float32)
         return owner, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+    def prefetch(self, items: np.ndarray) -> None:
+        """Read the partners of those of these item rows not held yet."""
+        missing = sorted({int(i) for i in items} - self._known.keys())
+        if not missing:
+            return
+        found = self.fetch([str(self.item_ids[i]) for i in missing])
+        if len(self._known) + len(missing) > self.limit:  # a bound, not an LRU: versions swap often enough
+            self._known.clear()
+        for row in missing:
+            partners, strengths = found.get(str(self.item_ids[row]), ([], []))
+            at = self.item_index.get_indexer(list(partners)) if len(partners) else np.zeros(0, np.int64)
+            keep = at >= 0
+            self._known[row] = (at[keep].astype(np.int64), np.asarray(strengths, np.float32)[keep])
 
 
 def _owner_then_strongest(owner: np.ndarray, strength: np.ndarray) -> np.ndarray:

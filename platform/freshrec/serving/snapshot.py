@@ -70,6 +70,9 @@ class Snapshot:
     # (the data clock's day, when it was read, the day state): see day_state
     _day: tuple[float, float, DayState] | None = field(init=False, default=None)
     cache_size: int = 50_000
+    # Items whose partners are read before a version serves: the head of popularity, where most
+    # baskets' items are (0.4 s through Feast for 2,000 items with 100 partners each).
+    primed_items: int = 2_000
 
     def __post_init__(self) -> None:
         self.row_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
@@ -132,6 +135,14 @@ class Snapshot:
         if cached is None or (day is not None and cached[0] != day):
             cached = self._read_day(day if day is not None else (cached[0] if cached else None))
         return cached[2]
+
+    def prime(self, clock: datetime) -> None:
+        """Before the version serves: the day's item aggregates, and the co-purchase partners of its
+        ``primed_items`` most popular items from the online store (a bounded read, whatever the
+        catalog's size), so the first requests after a swap find them held."""
+        day = self.day_state(clock)
+        if isinstance(self.copurchase, FetchedNeighbours):
+            self.copurchase.prefetch(day.popular[: self.primed_items])
 
     def refresh(self) -> None:
         """Re-read the item aggregates when a minute has passed (the API calls it between requests)."""

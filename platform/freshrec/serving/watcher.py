@@ -14,6 +14,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from freshrec.ranking.inputs import serving_clock
 from freshrec.serving.snapshot import Snapshot, load_snapshot
 
 log = logging.getLogger("freshrec.serving")
@@ -51,6 +52,11 @@ class SnapshotHolder:
                 log.error("version %s refused, version %s keeps serving: %s", target, serving, err)
                 self._on_failure(target, err)
                 return False
+            try:
+                with self.engine.connect() as conn:
+                    snapshot.prime(serving_clock(conn))
+            except Exception as err:  # noqa: BLE001 - requests read what priming would have read
+                log.warning("version %s serves unprimed: %s", target, err)
             self.current = snapshot  # the swap: one assignment
             log.info("now serving version %s (was %s)", target, serving)
             self._on_swap(snapshot)
