@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from freshrec.training.evaluate import ranked_metrics, recall_ndcg, top_k
+from freshrec.topk import top_columns
+from freshrec.training.evaluate import ranked_metrics, recall_ndcg
 
 
 def test_ranked_metrics_by_hand():
@@ -25,7 +26,7 @@ def test_ranked_metrics_by_hand():
 
 def test_scores_rank_like_the_lists():
     scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]])
-    assert top_k(scores, 2).tolist() == [[1, 3], [0, 1]]
+    assert top_columns(scores, 2).tolist() == [[1, 3], [0, 1]]
     ids = np.array(["a", "b", "c", "d"])
     # user 1 ranks b, d, c, a and bought {d}; user 2 ranks a, b and bought {c}.
     recall, ndcg = recall_ndcg(scores, ids, [{"d"}, {"c"}], k=2)

@@ -18,6 +18,13 @@ def test_each_rows_k_highest_columns_highest_first(dtype):
     assert np.array_equal(top, expected)
 
 
+def test_nan_scores_rank_last_as_with_a_sort():
+    """A NaN (a broken weight, say) is never among the best: torch's top-k alone would rank it first."""
+    scores = np.array([[np.nan, 0.2, 0.9, np.nan, -np.inf, 0.5]], np.float32)
+    assert top_columns(scores, 3).tolist() == [[2, 5, 1]]
+    assert set(top_columns(scores, 6)[0, 3:].tolist()) == {0, 3, 4}  # NaN and -inf: below every number
+
+
 def test_k_is_capped_at_the_columns_and_may_be_zero():
     scores = np.array([[0.1, 0.3, 0.2], [3.0, -np.inf, 1.0]], np.float32)
     assert top_columns(scores, 10).tolist() == [[1, 2, 0], [0, 2, 1]]

@@ -80,9 +80,13 @@ def _update(env: dict, base_model: str, log: Path) -> dict:
 
 
 def _timings(engine, version: int, wall_s: float) -> dict:
-    """The version's own step timings (``total_s`` ends where publishing starts), and from its run in
-    ``update_runs``: ``publish_s`` (the publish transaction and the online push of its neighbours) and
-    ``start_s`` (the process before the run: interpreter, imports of torch, transformers and Feast)."""
+    """The version's own step timings (``total_s`` ends where publishing starts), and two spans from
+    its run's row in ``update_runs``:
+
+    - ``publish_s``: the run minus the steps: the publish transaction and the online push of its
+      neighbours (and the run's lock and bookkeeping, milliseconds);
+    - ``start_s``: the wall minus the run: the process around it, its start above all (the interpreter,
+      imports of torch, transformers and Feast) and its exit."""
     with engine.connect() as conn:
         timings = conn.execute(sa.text("SELECT timings FROM model_versions WHERE version = :v"), {"v": version}).scalar()
         run_s = conn.execute(sa.text("SELECT extract(epoch FROM finished_at - started_at) FROM update_runs "
@@ -174,7 +178,7 @@ def measure(factor: int, base, base_url: str, base_model: str, work: Path, port:
         row.update({"v2_new_rows": new_rows, "v2_s": v2["wall_s"], "v2_peak_rss_mib": v2["peak_rss_mib"],
                     "v2_over_v1": v2["wall_s"] / v1["wall_s"],
                     **{f"v2_{k}": v for k, v in _timings(engine, 2, v2["wall_s"]).items()}})
-        # Past process start (a fixed cost: `freshrec update --watch` pays it once for every update).
+        # Without the process around the run (a fixed cost: `freshrec update --watch` pays its start once).
         row["v2_over_v1_after_start"] = (v2["wall_s"] - row["v2_start_s"]) / (v1["wall_s"] - row["v1_start_s"])
         with engine.connect() as conn:
             users = [r[0] for r in conn.execute(sa.text(

@@ -78,33 +78,40 @@ class FetchedNeighbours:
     of its customer's recent items only (``fetch``: item ids -> {item id: (partner ids, strengths)},
     from Feast's online store when serving). Partners outside ``item_index`` are dropped."""
 
-    def __init__(self, fetch, item_ids: np.ndarray, item_index, limit: int = 200_000):
+    def __init__(self, fetch, item_ids: np.ndarray, item_index, limit: int = 200_000, fetch_many=None):
         self.fetch, self.item_ids, self.item_index, self.limit = fetch, item_ids, item_index, limit
+        self.fetch_many = fetch_many or fetch  # for ``prefetch`` of many items at once
         self._known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         items = np.asarray(items, np.int64)
-        self.prefetch(items)
-        parts = [self._known[int(i)] for i in items]
+        known = self._held(items, self.fetch)
+        parts = [known[int(i)] for i in items]
         owner = np.repeat(np.arange(len(items)), [len(p[0]) for p in parts])
         if not len(owner):
             return owner, np.zeros(0, np.int64), np.zeros(0, np.float32)
         return owner, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-
     def prefetch(self, items: np.ndarray) -> None:
-        """Read the partners of those of these item rows not held yet."""
-        missing = sorted({int(i) for i in items} - self._known.keys())
+        """Read the partners of those of these item rows not held yet, through ``fetch_many``."""
+        self._held(items, self.fetch_many)
+
+    def _held(self, items: np.ndarray, fetch) -> dict:
+        """The held partners, these items' among them (a dict of its own to the caller: another
+        thread that passes the bound starts a new one, it never empties this one)."""
+        known = self._known
+        missing = sorted({int(i) for i in items} - known.keys())
         if not missing:
-            return
-        found = self.fetch([str(self.item_ids[i]) for i in missing])
-        if len(self._known) + len(missing) > self.limit:  # a bound, not an LRU: versions swap often enough
-            self._known.clear()
+            return known
+        found = fetch([str(self.item_ids[i]) for i in missing])
+        if len(known) + len(missing) > self.limit:  # a bound, not an LRU: versions swap often enough
+            known = self._known = {}
         for row in missing:
             partners, strengths = found.get(str(self.item_ids[row]), ([], []))
             at = self.item_index.get_indexer(list(partners)) if len(partners) else np.zeros(0, np.int64)
             keep = at >= 0
-            self._known[row] = (at[keep].astype(np.int64), np.asarray(strengths, np.float32)[keep])
+            known[row] = (at[keep].astype(np.int64), np.asarray(strengths, np.float32)[keep])
+        return known
 
 
 def _owner_then_strongest(owner: np.ndarray, strength: np.ndarray) -> np.ndarray:

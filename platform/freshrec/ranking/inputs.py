@@ -40,7 +40,7 @@ SELECT user_id, item_id, {_EPOCH} FROM interactions WHERE event_time < :clock AN
 # The clock (the caller's, else the data's) and the users' rows before it in one round trip: the
 # LEFT JOIN keeps one row, the clock's, for users without any.
 _USER_ROWS = """
-WITH clock AS (SELECT coalesce(CAST(:clock AS timestamptz), ({clock}), now()) AS t)
+WITH clock AS (SELECT coalesce(CAST(:clock AS timestamptz), ({clock})) AS t)
 SELECT c.t AS clock, i.user_id, i.item_id, extract(epoch FROM i.event_time)::float8 AS event_time,
        i.event_type = 'purchase' AS bought
 FROM clock c LEFT JOIN interactions i ON i.user_id = ANY(:users) AND i.event_time < c.t"""

@@ -88,32 +88,32 @@ def _unauthorized(what: str) -> HTTPException:
 
 
 async def require_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>"),
-                  state: ApiState = Depends(api_state)) -> None:
+                        state: ApiState = Depends(api_state)) -> None:
     if not _token_matches(authorization, state):
         raise _unauthorized("the admin token")
 
 
 async def require_read_token(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
-                       state: ApiState = Depends(api_state)) -> None:
+                             state: ApiState = Depends(api_state)) -> None:
     if not _read_token_matches(authorization, state):
         raise _unauthorized("the read token")
 
 
 async def require_user_read(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_READ_TOKEN>"),
-                      state: ApiState = Depends(api_state)) -> None:
+                            state: ApiState = Depends(api_state)) -> None:
     """A read of one customer's data: their recommendations reveal their purchases."""
     if state.settings.per_user_reads_need_token and not _read_token_matches(authorization, state):
         raise _unauthorized("a per-user read needs the read token")
 
 
 async def is_admin(authorization: str | None = Header(None, description="Bearer <FRESHREC_API_TOKEN>: shows admin-only fields"),
-             state: ApiState = Depends(api_state)) -> bool:
+                   state: ApiState = Depends(api_state)) -> bool:
     """Whether the request carries the token (reads stay open; some fields are for admins only)."""
     return _token_matches(authorization, state)
 
 
 async def search_guard(user_id: str | None = Query(None), authorization: str | None = Header(None),
-                 state: ApiState = Depends(api_state)) -> None:
+                       state: ApiState = Depends(api_state)) -> None:
     """A search personalised with ``user_id`` reads that customer's profile; a catalog search may be open."""
     if user_id is not None:
         await require_user_read(authorization, state)
