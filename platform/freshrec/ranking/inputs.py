@@ -37,10 +37,14 @@ SELECT user_id, item_id, {_EPOCH} FROM interactions
 WHERE ingest_xid < CAST(:xid_to AS xid8) AND event_type = 'purchase'"""
 _ROWS_BEFORE = f"""
 SELECT user_id, item_id, {_EPOCH} FROM interactions WHERE event_time < :clock AND event_type = 'purchase'"""
+# The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
+_CLOCK = """
+SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
+FROM interactions"""
 # The clock (the caller's, else the data's) and the users' rows before it in one round trip: the
 # LEFT JOIN keeps one row, the clock's, for users without any.
-_USER_ROWS = """
-WITH clock AS (SELECT coalesce(CAST(:clock AS timestamptz), ({clock})) AS t)
+_USER_ROWS = f"""
+WITH clock AS (SELECT coalesce(CAST(:clock AS timestamptz), ({_CLOCK})) AS t)
 SELECT c.t AS clock, i.user_id, i.item_id, extract(epoch FROM i.event_time)::float8 AS event_time,
        i.event_type = 'purchase' AS bought
 FROM clock c LEFT JOIN interactions i ON i.user_id = ANY(:users) AND i.event_time < c.t"""
@@ -57,11 +61,6 @@ WHERE valid_from <= :stamp ORDER BY item_id, valid_from DESC"""
 _STATS_BETWEEN = f"""
 SELECT {_MICROS.format("valid_from")}, {_COLUMNS} FROM item_daily_stats
 WHERE valid_from > :first AND valid_from <= :last ORDER BY valid_from, item_id"""
-# The data's own clock: now for a live shop, the end of the newest day for a replayed data set.
-_CLOCK = """
-SELECT least(now(), date_trunc('day', max(event_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day')
-FROM interactions"""
-_USER_ROWS = _USER_ROWS.format(clock=_CLOCK)
 
 
 def read_timed(conn: Connection, sql: str, params: dict, dtypes: dict, column: str = "event_time") -> pd.DataFrame:
