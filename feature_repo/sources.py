@@ -19,10 +19,12 @@ user_profile_source = PostgreSQLSource(
     description="freshrec.ingest.profiles keeps this history current",
 )
 
-# One row per (version, item): the version's strongest co-purchase partners of the item.
+# One row per (version, item): the strongest co-purchase partners of the item, as the version ranked them.
 item_neighbours_source = PostgreSQLSource(
     name="item_neighbours_source",
-    query="SELECT version AS model_version, item_id, partners, strengths, valid_from FROM item_neighbours",
+    # Each list once, under the version that ranked it: a child carries its parent's other lists over.
+    query="SELECT version AS model_version, item_id, partners, strengths, valid_from FROM item_neighbours "
+          "WHERE computed_by = version",
     timestamp_field="valid_from",
     description="written by the updater when it publishes a version",
 )

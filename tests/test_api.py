@@ -1,4 +1,5 @@
 """Every endpoint against the real database, Feast online store and a tiny model: happy path, bad input, auth."""
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -443,7 +444,7 @@ def test_neighbours_missing_online_are_read_from_the_versions_rows(served_db):
     store = open_store()
     with get_engine().connect() as conn:
         stored = pd.read_sql(sa.text("SELECT item_id, partners, strengths, valid_from FROM item_neighbours "
-                                     "WHERE version = 2 ORDER BY cardinality(partners) DESC, item_id"), conn)
+                                     "WHERE version = 2 AND computed_by = 2 ORDER BY cardinality(partners) DESC, item_id"), conn)
     assert len(stored) and delete_online_neighbours(get_engine(), store, neighbour_keys(get_engine(), [2])) > 0
     try:
         snap = load_snapshot(get_engine(), 2, store)
@@ -452,3 +453,28 @@ def test_neighbours_missing_online_are_read_from_the_versions_rows(served_db):
         assert len(partners) and set(owner) == set(range(len(rows)))
     finally:
         push_item_neighbours(store, 2, stored)  # put back what the other tests read
+
+
+def test_pushed_neighbours_overwrite_feasts_own_rows_and_read_back_exactly(served_db):
+    """``push_item_neighbours`` builds Feast's rows itself: the same entity keys as Feast's own
+    ``write_to_online_store`` (its row is overwritten, not left beside) and the lists read back as stored."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from freshrec.features import online_neighbours, open_store, push_item_neighbours
+
+    store = open_store()
+    with get_engine().connect() as conn:
+        stored = pd.read_sql(sa.text("SELECT item_id, partners, strengths, valid_from FROM item_neighbours "
+                                     "WHERE version = 2 ORDER BY cardinality(partners) DESC, item_id LIMIT 20"), conn)
+    items = stored["item_id"].tolist()
+    wrong = stored.head(1).assign(partners=[["not-an-item"]], strengths=[[0.5]], model_version=2)
+    store.write_to_online_store("item_neighbours", wrong)
+    assert online_neighbours(store, 2, items[:1])[items[0]] == (["not-an-item"], [0.5])
+    assert push_item_neighbours(store, 2, stored) == len(stored)
+    found = online_neighbours(store, 2, items)
+    assert set(found) == set(items)
+    for row in stored.itertuples():
+        partners, strengths = found[row.item_id]
+        assert partners == list(row.partners)
+        assert np.array_equal(np.float32(strengths), np.float32(row.strengths))

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from freshrec.config import get_settings
 from freshrec.db import get_engine
 from freshrec.erasure import forget
-from freshrec.features import apply, open_store
+from freshrec.features import apply, online_neighbours, open_store
 from freshrec.ingest import online_retail_batch, write_batch
 from freshrec.ranking.copurchase import from_log
 from freshrec.ranking.inputs import consumed_log
-from freshrec.ranking.pair_counts import lineage_counts
+from freshrec.ranking.pair_counts import changed_items, lineage_counts, neighbour_owners, read_neighbours
 from freshrec.training.args import GateArguments, TrainingArguments
 from freshrec.updater import run_update
 
@@ -64,6 +64,28 @@ def _assert_counts_rebuild(version: int) -> int:
     return int(stored["baskets"].sum())
 
 
+def _assert_ranked_only_what_changed(version: int) -> None:
+    """A child ranked the items of its cut's baskets and carried its parent's other lists over; online,
+    each list is read under the version that ranked it, and equals the version's row."""
+    with get_engine().connect() as conn:
+        owners = neighbour_owners(conn, version)
+        parent = conn.execute(sa.text("SELECT parent_version FROM model_versions WHERE version = :v"), {"v": version}).scalar()
+        cut = conn.execute(sa.text("SELECT xid_from::text, xid_to::text FROM watermarks WHERE version = :v"), {"v": version}).one()
+        changed = set(changed_items(conn, *cut))
+        ranked = {i for i, v in owners.items() if v == version}
+        carried = sorted(i for i, v in owners.items() if v != version)
+        assert ranked and carried and ranked <= changed and not changed & set(carried)
+        parents = neighbour_owners(conn, parent)
+        assert all(parents[i] == owners[i] for i in carried)  # the parent's lists, under its keys
+        sample = carried[:5] + sorted(ranked)[:5]
+        rows = read_neighbours(conn, version, sample)
+    online = online_neighbours(open_store(), version, sample, {i: owners[i] for i in carried})
+    assert set(online) == set(sample)
+    for item in sample:
+        assert online[item][0] == rows[item][0]
+        np.testing.assert_array_equal(np.float32(online[item][1]), np.float32(rows[item][1]))
+
+
 def _assert_neighbours_rebuild(version: int) -> None:
     item_ids = _catalog()
     expected = _rebuilt(version).neighbours().frame(item_ids).set_index("item_id")
@@ -101,13 +123,17 @@ def test_counts_follow_the_cuts_and_equal_a_rebuild_through_updates_an_upgrade_a
         per_version = dict(conn.execute(sa.text("SELECT version, pair_rows FROM copurchase_cuts")).all())
         version_two = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts WHERE version = 2")).scalar()
     assert set(per_version) == {1, 2} and per_version[2] == version_two > 0
+    with engine.connect() as conn:  # each version's counts in a partition of its own
+        assert conn.execute(sa.text("SELECT count(*) FROM copurchase_counts_v2")).scalar() == version_two
+    _assert_ranked_only_what_changed(2)
     for version in (1, 2):
         _assert_counts_rebuild(version)
         _assert_neighbours_rebuild(version)
 
-    # An upgrade: versions published before the counts existed are counted when a child needs them.
+    # An upgrade: versions published before the counts existed (no partition, no cut row) are counted
+    # when a child needs them.
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM copurchase_counts"))
+        conn.execute(sa.text("DROP TABLE copurchase_counts_v1, copurchase_counts_v2"))
         conn.execute(sa.text("DELETE FROM copurchase_cuts"))
     _load(retail_sample, since=date(2011, 1, 1))
     assert _update(tiny_model) == 3

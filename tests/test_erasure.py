@@ -107,7 +107,9 @@ def test_forget_then_replay_leaves_no_live_version_holding_their_rows(chain):
             "w.excludes_erasures, v.artifact_uri FROM model_versions v JOIN watermarks w USING (version) "
             "WHERE version = :v"), {"v": v}).one() for v in (3, 2))
         assert conn.execute(sa.text("SELECT version FROM current_version")).scalar() == 3
-        assert conn.execute(sa.text("SELECT to_regclass('item_embeddings_v2')")).scalar() is None
+        for partition in ("item_embeddings_v2", "copurchase_counts_v2"):  # the erased version's own tables
+            assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": partition}).scalar() is None
+        assert conn.execute(sa.text("SELECT to_regclass('copurchase_counts_v3')")).scalar() is not None
         assert conn.execute(sa.text("SELECT count(*) FROM item_neighbours WHERE version = 2")).scalar() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM copurchase_counts WHERE version = 2")).scalar() == 0
         state = conn.execute(sa.text("SELECT state, replay FROM erasures WHERE id = :e"), {"e": request.erasure_id}).one()

@@ -258,13 +258,18 @@ class QuarantinedRow(Base):
 class ItemNeighbours(Base):
     """A version's strongest co-purchase partners of one item, P(partner | item), from the rows its
     lineage consumed. Written in the publish transaction; served from Feast's online store (the
-    ``item_neighbours`` view, keyed by version and item), so a rollback serves its own version's."""
+    ``item_neighbours`` view, keyed by version and item), so a rollback serves its own version's.
+
+    A child ranks again only the items of its cut's baskets (no other item's counts changed) and
+    carries its parent's other lists over: ``computed_by`` names the version that ranked the list,
+    and the online key of a list is that version's."""
 
     __tablename__ = "item_neighbours"
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     item_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     partners: Mapped[list[str]] = mapped_column(ARRAY(sa.Text))
     strengths: Mapped[list[float]] = mapped_column(ARRAY(sa.REAL))
+    computed_by: Mapped[int] = mapped_column(sa.Integer)
     valid_from: Mapped[datetime] = _created()
     written_xid: Mapped[Any] = _written()
 
@@ -273,10 +278,13 @@ class CoPurchaseCount(Base):
     """What one version's cut added to how often two items share a basket (each unordered pair once,
     ``item_a <= item_b``, and each item with itself: the baskets holding it; the view
     ``copurchase_pairs`` reads both ways). A lineage's counts are the sum over its versions
-    (``freshrec.ranking.pair_counts``); an erasure subtracts a customer's baskets."""
+    (``freshrec.ranking.pair_counts``); an erasure subtracts a customer's baskets. One LIST partition
+    per version (``copurchase_counts_v<N>``, made by the publish): a version's counts are written
+    once and dropped whole."""
 
     __tablename__ = "copurchase_counts"
-    __table_args__ = (sa.CheckConstraint("item_a <= item_b", name="unordered"),)
+    __table_args__ = (sa.CheckConstraint("item_a <= item_b", name="unordered"),
+                      {"postgresql_partition_by": "LIST (version)"})
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     item_a: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     item_b: Mapped[str] = mapped_column(sa.Text, primary_key=True)

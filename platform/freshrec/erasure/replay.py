@@ -99,11 +99,12 @@ def run_due(settings: Settings | None = None, force: bool = False, store=None) -
         if not lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": UPDATE_LOCK}).scalar():
             return ReplayOutcome("locked", message="an update (or another replay) is running; try again after it")
         try:
-            with engine.connect() as conn:  # vectors of versions erased by a run that died before dropping them
+            with engine.connect() as conn:  # partitions of versions erased by a run that died before dropping them
                 leftover = [r[0] for r in conn.execute(sa.text(
                     "SELECT version FROM model_versions WHERE status = 'erased' "
-                    "AND to_regclass('item_embeddings_v' || version) IS NOT NULL"))]
-            drop_vectors(engine, leftover)
+                    "AND (to_regclass('item_embeddings_v' || version) IS NOT NULL "
+                    "     OR to_regclass('copurchase_counts_v' || version) IS NOT NULL)"))]
+            drop_partitions(engine, leftover)
             with engine.begin() as conn:
                 due = due_erasures(conn, force)
                 if due:
@@ -237,7 +238,7 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
     message = (f"erasures {', '.join(map(str, due))}: {len(tainted)} versions retired, {len(verdicts)} trained "
                f"again ({record['choice']}) in {seconds:,.0f} s; {why}")
     serving, uris = _retire(engine, store, due, tainted, replaced, serving, current, record, message)
-    drop_vectors(engine, sorted(tainted))
+    drop_partitions(engine, sorted(tainted))
     for uri in uris:
         try:
             artifacts.remove(uri)
@@ -247,21 +248,27 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
     return ReplayOutcome("done", due, serving, replaced, message)
 
 
-def drop_vectors(engine, versions: list[int]) -> None:
-    """Erased versions' item vectors: each partition detached concurrently, then dropped on its own.
+# The tables partitioned by version: an erased version's partition of each is dropped.
+_BY_VERSION = ("item_embeddings", "copurchase_counts")
 
-    Dropping an attached partition would hold an exclusive lock on ``item_embeddings``, which every
-    API process reads; ``DETACH ... CONCURRENTLY`` cannot run inside a transaction, so this runs after
-    the retiring one (and again at the next replay, for any that a crash left)."""
+
+def drop_partitions(engine, versions: list[int]) -> None:
+    """Erased versions' item vectors and co-purchase counts: each partition detached concurrently, then
+    dropped on its own.
+
+    Dropping an attached partition would hold an exclusive lock on its parent (``item_embeddings`` is
+    read by every API process); ``DETACH ... CONCURRENTLY`` cannot run inside a transaction, so this
+    runs after the retiring one (and again at the next replay, for any that a crash left)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for version in versions:
-            table = f"item_embeddings_v{int(version)}"
-            attached = conn.execute(sa.text(
-                "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(:t) AND inhparent = 'item_embeddings'::regclass"),
-                {"t": table}).scalar()
-            if attached:
-                conn.execute(sa.text(f"ALTER TABLE item_embeddings DETACH PARTITION {table} CONCURRENTLY"))
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        for parent in _BY_VERSION:
+            for version in versions:
+                table = f"{parent}_v{int(version)}"
+                attached = conn.execute(sa.text(
+                    "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(:t) AND inhparent = to_regclass(:p)"),
+                    {"t": table, "p": parent}).scalar()
+                if attached:
+                    conn.execute(sa.text(f"ALTER TABLE {parent} DETACH PARTITION {table} CONCURRENTLY"))
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
 
 
 def _retire(engine, store, due: list[int], tainted: set[int], replaced: dict, serving: int | None,

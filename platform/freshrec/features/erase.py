@@ -56,11 +56,13 @@ def delete_online_users(engine, store, user_ids: list[str]) -> int:
 
 
 def neighbour_keys(engine, versions: list[int]) -> list[dict]:
-    """The online keys of these versions' co-purchase neighbours, read off ``item_neighbours`` (before
-    its rows go)."""
+    """The online keys of the co-purchase lists these versions ranked, read off ``item_neighbours``
+    (before its rows go). The lists a version carried over stay online under the ancestor that ranked
+    them (a version is erased with its descendants, never alone above them)."""
     with engine.connect() as conn:
-        return [{"model_version": int(v), "item_id": i} for v, i in conn.execute(
-            sa.text("SELECT version, item_id FROM item_neighbours WHERE version = ANY(:v)"), {"v": list(versions)})]
+        return [{"model_version": int(v), "item_id": i} for v, i in conn.execute(sa.text(
+            "SELECT version, item_id FROM item_neighbours WHERE version = ANY(:v) AND computed_by = version"),
+            {"v": list(versions)})]
 
 
 def delete_online_neighbours(engine, store, keys: list[dict]) -> int:

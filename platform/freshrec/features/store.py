@@ -228,16 +228,38 @@ def push_user_profiles(store, conn, user_ids: list[str]) -> int:
 
 def push_item_neighbours(store, version: int, frame: pd.DataFrame) -> int:
     """Write a version's neighbours (item_id, partners, strengths, valid_from) to the online store now,
-    not at the next materialize: the API reads them from there as soon as the version serves."""
+    not at the next materialize: the API reads them from there as soon as the version serves.
+
+    The rows go to Feast's online store as ``write_to_online_store`` would send them (the provider's
+    ``online_write_batch``, the same entity keys and value protos), built here: Feast converts a
+    list column element by element through Python (2.3 s of a 4.3 s push of 28k items' 100 partners
+    at 10x the bundled shop); a protobuf list takes the whole list at once."""
     if not len(frame):
         return 0
-    rows = frame.assign(model_version=int(version))
-    _online(store, lambda: store.write_to_online_store("item_neighbours", rows))
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import FloatList, StringList, Value
+
+    view = store.get_feature_view("item_neighbours")
+    model_version = Value(int64_val=int(version))
+    rows = [(EntityKey(join_keys=["model_version", "item_id"], entity_values=[model_version, Value(string_val=item)]),
+             {"partners": Value(string_list_val=StringList(val=partners)),
+              "strengths": Value(float_list_val=FloatList(val=strengths))},
+             stamp.to_pydatetime(), None)
+            for item, partners, strengths, stamp in zip(frame["item_id"], frame["partners"], frame["strengths"],
+                                                        pd.to_datetime(frame["valid_from"], utc=True))]
+    provider = store._get_provider()
+    _online(store, lambda: provider.online_write_batch(store.config, view, rows, progress=None))
     return len(rows)
 
 
-def online_neighbours(store, version: int, item_ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
-    """This version's neighbours of these items, from the online store (items without any: absent)."""
+def online_neighbours(store, version: int, item_ids: list[str],
+                      owners: dict[str, int] | None = None) -> dict[str, tuple[list[str], list[float]]]:
+    """This version's neighbours of these items, from the online store (items without any: absent).
+
+    A list is online under the version that ranked it (``item_neighbours.computed_by``): ``owners``
+    maps the items a version carried over from an ancestor to that ancestor."""
+    owners = owners or {}
     rows = _online(store, lambda: store.get_online_features(
-        features=NEIGHBOURS, entity_rows=[{"model_version": int(version), "item_id": i} for i in item_ids]).to_dict())
+        features=NEIGHBOURS, entity_rows=[{"model_version": int(owners.get(i, version)), "item_id": i}
+                                          for i in item_ids]).to_dict())
     return {i: (p, s) for i, p, s in zip(rows["item_id"], rows["partners"], rows["strengths"]) if p}

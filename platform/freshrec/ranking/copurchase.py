@@ -180,12 +180,15 @@ class CoPurchase:
         keep = partner != items[owner]
         return owner[keep], partner[keep], strength[keep].astype(np.float32)
 
-    def neighbours(self, k: int = NEIGHBOURS) -> Neighbours:
-        """Each item's k strongest partners, ranked a block of items at a time (about
-        ``PAIRS_PER_BATCH`` stored pairs each: the sort's arrays stay that small)."""
+    def neighbours(self, k: int = NEIGHBOURS, items: np.ndarray | None = None) -> Neighbours:
+        """Each item's k strongest partners (of the given item rows only, if any), ranked a block of items
+        at a time (about ``PAIRS_PER_BATCH`` stored pairs each: the sort's arrays stay that small)."""
         lengths = np.diff(self.counts.indptr)
         rows = np.flatnonzero(lengths)
-        edges = np.searchsorted(np.cumsum(lengths[rows]), np.arange(PAIRS_PER_BATCH, lengths.sum(), PAIRS_PER_BATCH))
+        if items is not None:
+            rows = np.intersect1d(rows, np.asarray(items, np.int64))
+        sizes = np.cumsum(lengths[rows])
+        edges = np.searchsorted(sizes, np.arange(PAIRS_PER_BATCH, sizes[-1] if len(sizes) else 0, PAIRS_PER_BATCH))
         partners, strengths = [], []
         self.counts.sort_indices()  # partners ascending within a row: ties keep that order below
         for block in (b for b in np.split(rows, np.unique(edges)) if len(b)):

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from freshrec.db.vectors import to_literal
 from freshrec.faults import crash_point
-from freshrec.ranking.pair_counts import count_lineage
+from freshrec.ranking.pair_counts import RankedNeighbours, carry_neighbours, count_lineage
 from freshrec.training.watermark import Cut
 
 
@@ -121,10 +121,10 @@ def current_version(conn: Connection) -> int | None:
 
 
 def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item_vecs: np.ndarray,
-            quarantined: pd.DataFrame | None = None, neighbours: pd.DataFrame | None = None,
+            quarantined: pd.DataFrame | None = None, neighbours: RankedNeighbours | None = None,
             excludes_erasures: tuple[int, ...] = ()) -> tuple[int, str]:
     """Version row, watermark, item embeddings, the cut's co-purchase counts (``ranking.pair_counts``)
-    and the version's neighbours, quarantined rows and (if promoted) the pointer move: all or nothing.
+    and the version's neighbours (those it ranked, and its parent's others carried over), quarantined rows and (if promoted) the pointer move: all or nothing.
 
     The pointer moves by compare-and-set: only if it still points at the version the update
     started from. If an operator moved it meanwhile (a rollback during training, say), or a customer
@@ -156,10 +156,12 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         raw = conn.connection.driver_connection
         _embeddings_partition(conn, raw, version, item_ids, item_vecs)
         count_lineage(conn, version)  # its cut's pairs (and any ancestor's not counted yet)
-        if neighbours is not None and len(neighbours):
-            _copy_in(raw, "COPY item_neighbours (version, item_id, partners, strengths) FROM STDIN",
-                     ((version, r.item_id, _text_array(r.partners), _float_array(r.strengths))
-                      for r in neighbours.itertuples(index=False)))
+        if neighbours is not None:
+            _copy_in(raw, "COPY item_neighbours (version, item_id, partners, strengths, computed_by) FROM STDIN",
+                     ((version, r.item_id, _text_array(r.partners), _float_array(r.strengths), version)
+                      for r in neighbours.frame.itertuples(index=False)))
+            if neighbours.carried_from is not None:
+                carry_neighbours(conn, version, neighbours.carried_from, neighbours.ranked)
         if quarantined is not None and len(quarantined):
             _copy_in(raw, "COPY quarantined_rows (version, interaction_id, reason) FROM STDIN",
                      ((version, int(r.interaction_id), r.reason) for r in quarantined.itertuples(index=False)))

@@ -28,7 +28,7 @@ from freshrec.db.vectors import read_vectors
 from freshrec.ranking import inputs
 from freshrec.ranking.candidates import CandidateConfig, DayState
 from freshrec.ranking.copurchase import FetchedNeighbours, Neighbours
-from freshrec.ranking.pair_counts import has_neighbours, read_neighbours
+from freshrec.ranking.pair_counts import has_neighbours, neighbour_owners, read_neighbours
 from freshrec.ranking.scorer import RankingModel
 from freshrec.ranking.pipeline import Queries, TowerIndex, day_of, rank
 from freshrec.registry import artifacts
@@ -225,11 +225,12 @@ def _published_neighbours(engine: Engine, store, version: int, item_ids: np.ndar
     with engine.connect() as conn:
         if not has_neighbours(conn, version):
             return None
+        owners = {i: v for i, v in neighbour_owners(conn, version).items() if v != version}  # lists carried over
 
     def fetch(ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
         # Online first; items it lacks (a push that failed, a materialize not yet run) from the version's rows.
         try:
-            found = online_neighbours(store, version, ids)
+            found = online_neighbours(store, version, ids, owners)
         except Exception as err:  # noqa: BLE001 - the SQL rows answer while the online store is away
             log.warning("version %s's neighbours: online store unavailable (%s); reading item_neighbours", version, err)
             found = {}

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.faults import crash_point
 from freshrec.features import FEATURE_REFS, push_item_neighbours
 from freshrec.ranking.copurchase import from_log
 from freshrec.ranking.inputs import consumed_log
+from freshrec.ranking.pair_counts import RankedNeighbours, changed_items, has_neighbours
 from freshrec.registry import artifacts
 from freshrec.registry.versions import NewVersion, promotion_stack, publish
 from freshrec.search.pipeline import SearchConfig
@@ -93,7 +95,7 @@ def build(world: World, engine, settings, store, root: str, parent: int | None, 
                 "params": args.to_dict(), "ranker_params": ranker_args.to_dict(), "candidates": candidates.__dict__,
                 "search_params": parts.search.to_dict(),
                 "gate": gate.__dict__, "sample_seed": data.seed, "code_version": code_version()}
-    neighbours = _neighbours(engine, trained, cut)
+    neighbours = _neighbours(engine, trained, cut, parent)
     uri = artifacts.new_uri(root)
     sha = artifacts.write(uri, trained.model, trained.tokenizer, manifest, metrics, trained.encoder_state,
                           trained.candidate.ranker, candidates, (search.adapter, search.config))
@@ -141,25 +143,36 @@ def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> fl
     return time.perf_counter() - started
 
 
-def _neighbours(engine, trained: Trained, cut):
+def _neighbours(engine, trained: Trained, cut, parent: int | None) -> RankedNeighbours:
     """The co-purchase partners the version serves with: each item's top 100 over every basket its
     lineage consumed, ranked in process from the raw purchase rows.
 
     The same partners follow from the lineage's ``copurchase_counts`` (``tests/test_copurchase_counts.py``
     checks both agree), but ranking them in SQL meant summing every version's counts of the items a
     cut touched: about 10 pair rows per purchase row on this shop, a publish that grew with history
-    (README, Benchmarks). The purchase rows are the smaller read."""
+    (README, Benchmarks). The purchase rows are the smaller read.
+
+    A child ranks only the items of its cut's baskets: P(partner | item) changes only with a basket
+    holding the item. Its parent's other lists carry over in SQL (about half of them in a week at 10x
+    the bundled shop), and only the ranked ones go to the online store."""
     events = trained.events
     if trained.days.fixed is not None:  # a child's log holds only its baskets' users
         events = consumed_log(engine, cut.xid_to, trained.catalog["item_id"].to_numpy(dtype=object))
-    return from_log(events).neighbours().frame(events.item_ids)
+    counts = from_log(events)
+    with engine.connect() as conn:
+        if parent is None or not has_neighbours(conn, parent):  # a root, or a parent from before stored lists
+            return RankedNeighbours(counts.neighbours().frame(events.item_ids))
+        ranked = changed_items(conn, cut.xid_from, cut.xid_to)
+    rows = pd.Index(events.item_ids).get_indexer(ranked)
+    return RankedNeighbours(counts.neighbours(items=rows[rows >= 0]).frame(events.item_ids), ranked, parent)
 
 
-def _push_neighbours(store, version: int, neighbours) -> None:
-    """Online now, so an API serving the version finds them; a failure only delays them to the next
-    `features materialize` (the rows are committed)."""
+def _push_neighbours(store, version: int, neighbours: RankedNeighbours) -> None:
+    """The lists the version ranked, online now, so an API serving the version finds them (those it
+    carried over are there under the version that ranked them); a failure only delays them to the
+    next `features materialize` (the rows are committed)."""
     try:
-        push_item_neighbours(store, version, neighbours.assign(valid_from=datetime.now(timezone.utc)))
+        push_item_neighbours(store, version, neighbours.frame.assign(valid_from=datetime.now(timezone.utc)))
     except Exception as err:  # noqa: BLE001 - the version is published either way
         log.warning(f"version {version}'s neighbours did not reach the online store ({err}); "
                     "`freshrec features materialize` writes them")
