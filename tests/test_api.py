@@ -466,7 +466,8 @@ def test_pushed_neighbours_overwrite_feasts_own_rows_and_read_back_exactly(serve
     store = open_store()
     with get_engine().connect() as conn:
         stored = pd.read_sql(sa.text("SELECT item_id, partners, strengths, valid_from FROM item_neighbours "
-                                     "WHERE version = 2 ORDER BY cardinality(partners) DESC, item_id LIMIT 20"), conn)
+                                     "WHERE version = 2 AND computed_by = 2 ORDER BY cardinality(partners) DESC, item_id "
+                                     "LIMIT 20"), conn)
     items = stored["item_id"].tolist()
     wrong = stored.head(1).assign(partners=[["not-an-item"]], strengths=[[0.5]], model_version=2)
     store.write_to_online_store("item_neighbours", wrong)

@@ -258,16 +258,18 @@ def drop_partitions(engine, versions: list[int]) -> None:
 
     Dropping an attached partition would hold an exclusive lock on its parent (``item_embeddings`` is
     read by every API process); ``DETACH ... CONCURRENTLY`` cannot run inside a transaction, so this
-    runs after the retiring one (and again at the next replay, for any that a crash left)."""
+    runs after the retiring one (and again at the next replay, for any that a crash left, finishing a
+    detach that a crash interrupted)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for parent in _BY_VERSION:
             for version in versions:
                 table = f"{parent}_v{int(version)}"
-                attached = conn.execute(sa.text(
-                    "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(:t) AND inhparent = to_regclass(:p)"),
-                    {"t": table, "p": parent}).scalar()
-                if attached:
-                    conn.execute(sa.text(f"ALTER TABLE {parent} DETACH PARTITION {table} CONCURRENTLY"))
+                pending = conn.execute(sa.text(  # None: not attached; true: a detach died half-way
+                    "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:t) "
+                    "AND inhparent = to_regclass(:p)"), {"t": table, "p": parent}).scalar()
+                if pending is not None:
+                    finish = "FINALIZE" if pending else "CONCURRENTLY"
+                    conn.execute(sa.text(f"ALTER TABLE {parent} DETACH PARTITION {table} {finish}"))
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
 
 

@@ -143,6 +143,9 @@ def _warm_profiles(engine, trained: Trained, cut, args: TrainingArguments) -> fl
     return time.perf_counter() - started
 
 
+_UNREPLAYED = "SELECT EXISTS (SELECT FROM erasures WHERE state <> 'done')"
+
+
 def _neighbours(engine, trained: Trained, cut, parent: int | None) -> RankedNeighbours:
     """The co-purchase partners the version serves with: each item's top 100 over every basket its
     lineage consumed, ranked in process from the raw purchase rows.
@@ -160,7 +163,9 @@ def _neighbours(engine, trained: Trained, cut, parent: int | None) -> RankedNeig
         events = consumed_log(engine, cut.xid_to, trained.catalog["item_id"].to_numpy(dtype=object))
     counts = from_log(events)
     with engine.connect() as conn:
-        if parent is None or not has_neighbours(conn, parent):  # a root, or a parent from before stored lists
+        # A root, a parent from before stored lists, or an erasure not replayed yet: the parent's lists
+        # may still count the erased baskets, which no cut names. Each item is ranked then.
+        if parent is None or not has_neighbours(conn, parent) or conn.execute(sa.text(_UNREPLAYED)).scalar():
             return RankedNeighbours(counts.neighbours().frame(events.item_ids))
         ranked = changed_items(conn, cut.xid_from, cut.xid_to)
     rows = pd.Index(events.item_ids).get_indexer(ranked)
