@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from freshrec.config import Settings, get_settings
 from freshrec.db import get_engine
+from freshrec.db.partitions import drop_partitions, leftover_versions
 from freshrec.erasure.forget import newest_clean
 from freshrec.faults import crash_point
 from freshrec.ranking.candidates import CandidateConfig
@@ -100,10 +101,7 @@ def run_due(settings: Settings | None = None, force: bool = False, store=None) -
             return ReplayOutcome("locked", message="an update (or another replay) is running; try again after it")
         try:
             with engine.connect() as conn:  # partitions of versions erased by a run that died before dropping them
-                leftover = [r[0] for r in conn.execute(sa.text(
-                    "SELECT version FROM model_versions WHERE status = 'erased' "
-                    "AND (to_regclass('item_embeddings_v' || version) IS NOT NULL "
-                    "     OR to_regclass('copurchase_counts_v' || version) IS NOT NULL)"))]
+                leftover = leftover_versions(conn)
             drop_partitions(engine, leftover)
             with engine.begin() as conn:
                 due = due_erasures(conn, force)
@@ -246,31 +244,6 @@ def _replay(engine, settings: Settings, store, due: list[int]) -> ReplayOutcome:
             log.warning(f"could not delete the erased artifact {uri}: {err}")
     log.info(message)
     return ReplayOutcome("done", due, serving, replaced, message)
-
-
-# The tables partitioned by version: an erased version's partition of each is dropped.
-_BY_VERSION = ("item_embeddings", "copurchase_counts")
-
-
-def drop_partitions(engine, versions: list[int]) -> None:
-    """Erased versions' item vectors and co-purchase counts: each partition detached concurrently, then
-    dropped on its own.
-
-    Dropping an attached partition would hold an exclusive lock on its parent (``item_embeddings`` is
-    read by every API process); ``DETACH ... CONCURRENTLY`` cannot run inside a transaction, so this
-    runs after the retiring one (and again at the next replay, for any that a crash left, finishing a
-    detach that a crash interrupted)."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for parent in _BY_VERSION:
-            for version in versions:
-                table = f"{parent}_v{int(version)}"
-                pending = conn.execute(sa.text(  # None: not attached; true: a detach died half-way
-                    "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:t) "
-                    "AND inhparent = to_regclass(:p)"), {"t": table, "p": parent}).scalar()
-                if pending is not None:
-                    finish = "FINALIZE" if pending else "CONCURRENTLY"
-                    conn.execute(sa.text(f"ALTER TABLE {parent} DETACH PARTITION {table} {finish}"))
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
 
 
 def _retire(engine, store, due: list[int], tainted: set[int], replaced: dict, serving: int | None,

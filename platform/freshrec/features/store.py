@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from freshrec.config import Settings, get_settings
 from freshrec.db import cursors
 from freshrec.db.engine import get_engine
+from freshrec.db.statistics import analyze_changed
 from freshrec.faults import pause_point
 from freshrec.features.environment import apply_environment
 from freshrec.ingest.aggregates import catch_up
@@ -109,6 +110,7 @@ def materialize(store, end: datetime | None = None, engine=None) -> tuple[dateti
     """
     engine = engine or get_engine()
     catch_up(engine)  # the daily item aggregates, for rows that came in since the last load or run
+    analyze_changed(engine)  # Feast's point-in-time reads plan on the loaded rows, not on yesterday's
     with materialize_lock(engine) as conn:
         upto, since = cursors.horizon(conn), cursors.read(conn, ONLINE_CURSOR)
         start, newest = conn.execute(sa.text(_CHANGED), {"a": since, "b": upto}).one()

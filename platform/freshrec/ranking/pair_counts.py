@@ -29,6 +29,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from freshrec.db.partitions import new_partition
+
 # The pairs a cut [xid_from, xid_to) adds, optionally for some users only (an erasure's). ``before``:
 # the item was already in the basket below the cut (its pairs with other such items are counted).
 # Pairs come from unnesting each basket's items twice, never from joining the items with themselves:
@@ -70,26 +72,13 @@ FROM version_ancestry a JOIN watermarks w ON w.version = a.ancestor
 WHERE a.version = :version AND NOT EXISTS (SELECT FROM copurchase_cuts c WHERE c.version = a.ancestor)
 ORDER BY a.depth DESC"""
 
-def partition(version: int) -> str:
-    """The table holding one version's counts (a partition of ``copurchase_counts``)."""
-    return f"copurchase_counts_v{int(version)}"
-
-
 def _count_cut(conn: Connection, version: int, xid_from: str, xid_to: str) -> int:
-    """Write what one version's cut adds, as its own partition; returns the number of pair rows.
-
-    Filled as a table of its own, indexed once, then attached (as a version's item vectors are): rows
-    inserted into the partitioned table each paid a foreign-key check and a B-tree insert, 6.6 s for
-    the 944k pairs of a week at 10x the bundled shop, against 2.4 s. The CHECK spares the attach a
-    scan; its foreign key is checked there by one join."""
-    table = partition(version)
-    conn.execute(sa.text(f"CREATE TABLE {table} (LIKE copurchase_counts INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
-    conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_version CHECK (version = {int(version)})"))
-    written = conn.execute(sa.text(
-        f"INSERT INTO {table} (version, item_a, item_b, baskets) SELECT :version, d.* FROM ({_DELTA.format(users='')}) d"),
-        {"version": version, "xid_from": xid_from, "xid_to": xid_to}).rowcount
-    conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY (version, item_a, item_b)"))
-    conn.execute(sa.text(f"ALTER TABLE copurchase_counts ATTACH PARTITION {table} FOR VALUES IN ({int(version)})"))
+    """Write what one version's cut adds, as its own partition (``db.partitions``); returns the number
+    of pair rows."""
+    with new_partition(conn, "copurchase_counts", version, key="version, item_a, item_b") as table:
+        written = conn.execute(sa.text(
+            f"INSERT INTO {table} (version, item_a, item_b, baskets) SELECT :version, d.* FROM ({_DELTA.format(users='')}) d"),
+            {"version": version, "xid_from": xid_from, "xid_to": xid_to}).rowcount
     conn.execute(sa.text("INSERT INTO copurchase_cuts (version, pair_rows) VALUES (:v, :n)"), {"v": version, "n": written})
     return written
 
@@ -172,6 +161,6 @@ def subtract_users(conn: Connection, users: list[str]) -> int:
 
 def drop_versions(conn: Connection, versions: list[int]) -> None:
     """Retired (erased) versions' counts go with them (their emptied partitions are dropped after the
-    commit, ``erasure.replay.drop_partitions``)."""
+    commit, ``db.partitions.drop_partitions``)."""
     conn.execute(sa.text("DELETE FROM copurchase_counts WHERE version = ANY(:v)"), {"v": versions})
     conn.execute(sa.text("DELETE FROM copurchase_cuts WHERE version = ANY(:v)"), {"v": versions})

@@ -10,6 +10,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from freshrec.db.partitions import new_partition
 from freshrec.db.vectors import to_literal
 from freshrec.faults import crash_point
 from freshrec.ranking.pair_counts import RankedNeighbours, carry_neighbours, count_lineage
@@ -191,20 +192,12 @@ def _float_array(values) -> str:
 
 
 def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[str], item_vecs: np.ndarray) -> None:
-    """The version's own partition of ``item_embeddings``, with its own HNSW index (the number is ours:
-    model_versions is locked).
-
-    Filled and indexed as a table of its own, then attached: ``CREATE TABLE ... PARTITION OF`` would hold
-    an ACCESS EXCLUSIVE lock on ``item_embeddings`` until the commit, stalling every API's vector
-    search for the publish; ATTACH takes a lock that reads pass, and the CHECK spares it a scan."""
-    table = f"item_embeddings_v{int(version)}"
-    conn.execute(sa.text(f"CREATE TABLE {table} (LIKE item_embeddings INCLUDING DEFAULTS)"))
-    conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_version CHECK (version = {int(version)})"))
-    _copy_in(raw, f"COPY {table} (version, item_id, embedding) FROM STDIN",
-             ((version, item_id, to_literal(vec)) for item_id, vec in zip(item_ids, item_vecs)))
-    conn.execute(sa.text(f"ALTER TABLE {table} ADD PRIMARY KEY (version, item_id)"))
-    conn.execute(sa.text(f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"))
-    conn.execute(sa.text(f"ALTER TABLE item_embeddings ATTACH PARTITION {table} FOR VALUES IN ({int(version)})"))
+    """The version's own partition of ``item_embeddings`` (``db.partitions``), with its own HNSW index
+    (the number is ours: model_versions is locked)."""
+    with new_partition(conn, "item_embeddings", version, key="version, item_id",
+                       indexes=("USING hnsw (embedding vector_cosine_ops)",)) as table:
+        _copy_in(raw, f"COPY {table} (version, item_id, embedding) FROM STDIN",
+                 ((version, item_id, to_literal(vec)) for item_id, vec in zip(item_ids, item_vecs)))
 
 
 def move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from freshrec.config import Settings, get_settings
 from freshrec.db import cursors, get_engine
+from freshrec.db.statistics import analyze_changed
 from freshrec.faults import crash_point
 from freshrec.features import open_store
 from freshrec.models.state_cache import StateCache, encoder_digest
@@ -148,6 +149,9 @@ def _update_locked(world: World, engine, args, gate, parts: Parts, base_model, s
     log.info(f"cut: {cut.row_count:,} new rows, xid [{cut.xid_from}, {cut.xid_to}), parent {parent}")
     _report_horizon(engine)
 
+    analysed = time.perf_counter()
+    analyze_changed(engine)  # the cut's rows are new to the planner when the update follows the load
+    timings["statistics_s"] = time.perf_counter() - analysed  # a part of features_s
     store = open_store(settings)
     data = dataset.build(engine, store, cut, args)
     timings["features_s"] = time.perf_counter() - t0

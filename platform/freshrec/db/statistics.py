@@ -1,0 +1,54 @@
+"""Fresh planner statistics before a large read.
+
+An update or a materialize usually runs right after a load. Autovacuum analyses a table only once
+``autovacuum_analyze_scale_factor`` (10%) of its rows have changed, and then at its next nap. Until
+then the planner knows nothing of the new rows. New rows lie past the histogram's last bucket (their
+``event_time`` and ``ingest_xid`` grow), so a filter on them is estimated at a handful of rows, and
+the planner picks nested loops over thousands. At 1x, an update right after the week's load
+built its ranker inputs in 4.2 s; after ``ANALYZE``, the same update on a copy of that database took
+0.38 s.
+
+A week at 1x is 1.2% of the interactions, and at 100x it would be well under 1%, so the rule counts
+rows, not a share: a table is analysed once ``CHANGED_ROWS`` rows changed (or a tenth of a small
+table). ``ANALYZE`` samples at most 300 x ``default_statistics_target`` rows, so it costs about the
+same at any table size.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger("freshrec.db")
+
+CHANGED_ROWS = 1_000
+
+# Tables and the partitions of item_embeddings and copurchase_counts (a partition is written once, by
+# the publish that makes it, and read by the next update through a filter on its version). A
+# partitioned parent holds no rows, and autovacuum never analyses one.
+_STALE = """
+SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+WHERE s.schemaname = current_schema() AND c.relkind = 'r'
+  AND s.n_mod_since_analyze >= greatest(1, least(:rows, 0.1 * s.n_live_tup))
+ORDER BY s.relname"""
+
+
+def analyze_changed(engine: Engine, changed_rows: int = CHANGED_ROWS) -> list[str]:
+    """``ANALYZE`` every table of the schema that changed by ``changed_rows`` rows since its last analyse;
+    the tables analysed, in order."""
+    started = time.perf_counter()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        analysed = []
+        for table in [r[0] for r in conn.execute(sa.text(_STALE), {"rows": changed_rows})]:
+            try:
+                conn.execute(sa.text(f'ANALYZE "{table}"'))
+                analysed.append(table)
+            except sa.exc.ProgrammingError as e:  # an erased version's partition, dropped since the query
+                if getattr(e.orig, "sqlstate", None) != "42P01":
+                    raise
+    if analysed:
+        log.info(f"analysed {', '.join(analysed)} in {time.perf_counter() - started:.2f} s (changed since their "
+                 "last analyse; the planner would otherwise not know the new rows)")
+    return analysed
