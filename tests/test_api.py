@@ -479,3 +479,75 @@ def test_pushed_neighbours_overwrite_feasts_own_rows_and_read_back_exactly(serve
         partners, strengths = found[row.item_id]
         assert partners == list(row.partners)
         assert np.array_equal(np.float32(strengths), np.float32(row.strengths))
+
+
+def test_a_refresh_reads_only_the_items_whose_aggregates_changed_and_a_swap_carries_the_rest(served_db, monkeypatch):
+    """The API holds every item's aggregates. A refresh reads from Feast only the items whose
+    ``item_daily_stats`` rows were written since the online store's cursor as it last read it; a swap
+    takes the replaced version's array by item id. Both end equal to a full read of the online store."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from freshrec.features import materialize, open_store
+    from freshrec.ingest import interactions_frame_batch, write_batch
+    from freshrec.ranking import inputs
+    from freshrec.registry.versions import promote
+    from freshrec.serving import item_stats
+    from freshrec.serving.snapshot import STATS_TTL_SECONDS
+    from freshrec.serving.watcher import SnapshotHolder
+
+    store, engine = open_store(), get_engine()
+    reads = []
+    read = inputs.online_stats_array
+    monkeypatch.setattr(item_stats.inputs, "online_stats_array", lambda s, ids: reads.append(set(ids)) or read(s, ids))
+
+    def age(snap):  # as if a minute had passed since the last read
+        held, day = snap._day
+        snap._day = (replace(held, read_at=held.read_at - STATS_TTL_SECONDS - 1), day)
+
+    def full_read(snap):
+        return read(store, snap.item_ids)
+
+    holder = SnapshotHolder(engine)
+    holder.store = store
+    holder.sync()
+    snap = holder.current
+    assert len(reads) == 1 and len(reads[0]) == len(snap.item_ids)  # the load: every item
+    day = snap._day[1]
+    age(snap)
+    snap.refresh()
+    assert reads[1:] == [] and snap._day[1] is day  # nothing written since: nothing read
+
+    with engine.connect() as conn:
+        newest = conn.execute(sa.text("SELECT max(event_time) FROM interactions")).scalar()
+        changed = conn.execute(sa.text("SELECT item_id FROM items WHERE item_id = ANY(:i) ORDER BY item_id"),
+                               {"i": list(snap.item_ids[day.popular[-2:]])}).scalars().all()
+    events = pd.DataFrame([{"event_key": f"stats-{n}", "user_id": "stats-user", "item_id": item, "event_type": "purchase",
+                            "event_time": newest - timedelta(minutes=1), "quantity": 1, "query": None}
+                           for n, item in enumerate(changed)])
+    with engine.begin() as conn:
+        write_batch(conn, interactions_frame_batch(events, "test"), "test")
+    materialize(store)
+    before, since = snap._day[0].stats, snap._day[0].since
+    with engine.connect() as conn:  # the rows the aggregates' catch-up rebuilt: those days' items
+        written = set(conn.execute(sa.text("SELECT item_id FROM item_daily_stats WHERE written_xid >= CAST(:s AS xid8)"),
+                                   {"s": since}).scalars()) & set(snap.item_ids)
+    age(snap)
+    snap.refresh()
+    assert reads[1:] == [written] and set(changed) <= written and len(written) < len(snap.item_ids)
+    after = snap._day[0].stats
+    assert np.array_equal(after, full_read(snap)) and not np.array_equal(after, before)
+    assert snap._day[1] is not day  # a new day state: popularity ranked on the new aggregates
+
+    # A swap to version 1: its items' aggregates come from version 2's array, none from Feast.
+    promote(engine, 1, reason="carry-over test")
+    try:
+        del reads[:]
+        assert holder.sync() and holder.current.version == 1
+        lacked = set(holder.current.item_ids) - set(snap.item_ids)
+        assert reads == ([lacked] if lacked else [])
+        assert np.array_equal(holder.current._day[0].stats, full_read(holder.current))
+    finally:
+        promote(engine, 2, reason="carry-over test")

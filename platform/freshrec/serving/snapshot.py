@@ -33,12 +33,13 @@ from freshrec.ranking.scorer import RankingModel
 from freshrec.ranking.pipeline import Queries, TowerIndex, day_of, rank
 from freshrec.registry import artifacts
 from freshrec.registry.versions import chain
+from freshrec.serving import item_stats
 from freshrec.serving.batcher import MicroBatcher
 from freshrec.models.encoder import Encoder
 from freshrec.models.state_cache import StateCache, encoder_digest, text_hash
 
 log = logging.getLogger("freshrec.serving")
-STATS_TTL_SECONDS = 60.0  # item aggregates are daily: re-read Feast's online store at most once a minute
+STATS_TTL_SECONDS = 60.0  # item aggregates are daily: look for changed ones at most once a minute
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Snapshot:
     item_ids: np.ndarray  # the index's order: item row i is item_ids[i]
     titles: list[str]
     store: object  # Feast, for the online per-item aggregates
+    engine: Engine  # which items' aggregates changed since they were read (``serving.item_stats``)
     loaded: artifacts.LoadedVersion | None = None  # its manifest (base model) and search side
     row_of: dict[str, int] = field(init=False)
     item_index: pd.Index = field(init=False)  # item id -> row, built once (not per request)
@@ -67,8 +69,8 @@ class Snapshot:
     # a new vector. The version is implied: one cache per snapshot.
     _user_cache: OrderedDict = field(init=False, default_factory=OrderedDict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    # (the data clock's day, when it was read, the day state): see day_state
-    _day: tuple[float, float, DayState] | None = field(init=False, default=None)
+    # the item aggregates held, and the day state built on them: see day_state
+    _day: tuple[item_stats.HeldStats, DayState] | None = field(init=False, default=None)
     cache_size: int = 50_000
     # Items whose partners are read before a version serves: the head of popularity, where most
     # baskets' items are (about 0.1 s of SQL for 2,000 items with 100 partners each).
@@ -127,31 +129,44 @@ class Snapshot:
 
         Keyed by the data's clock: read again when its day changes (the aggregates are daily), so a
         replay that ranks several weeks within a minute of wall clock reads each week's own. Within
-        a day, ``refresh`` re-reads them in the background (the API's watcher thread, once a
-        minute): no request pays for a read over the whole catalog. ``clock`` None: the day held.
+        a day, ``refresh`` reads the items whose aggregates changed in the background (the API's
+        watcher thread, once a minute): no request pays for a read over the whole catalog. ``clock``
+        None: the day held.
         """
         day = float(day_of(np.array([clock.timestamp()]))[0]) if clock is not None else None
         cached = self._day
-        if cached is None or (day is not None and cached[0] != day):
-            cached = self._read_day(day if day is not None else (cached[0] if cached else None))
-        return cached[2]
+        if cached is None or (day is not None and cached[0].day != day):
+            day = day if day is not None else (cached[0].day if cached else None)
+            cached = self._hold(item_stats.read_all(self.engine, self.store, self.item_ids, day))
+        return cached[1]
 
-    def prime(self, clock: datetime) -> None:
-        """Before the version serves: the day's item aggregates, and the co-purchase partners of its
+    def prime(self, clock: datetime, previous: Snapshot | None = None) -> None:
+        """Before the version serves: the day's item aggregates (those ``previous``, the version it
+        replaces, holds for the same day, by item id), and the co-purchase partners of its
         ``primed_items`` most popular items from its stored rows (a bounded read, whatever the
         catalog's size), so the first requests after a swap find them held."""
+        held = previous._day[0] if previous is not None and previous._day is not None else None
+        if held is not None and held.day == float(day_of(np.array([clock.timestamp()]))[0]):
+            self._hold(item_stats.carried_over(held, previous.item_ids, self.engine, self.store, self.item_ids,
+                                               self.row_of))
         day = self.day_state(clock)
         if isinstance(self.copurchase, FetchedNeighbours):
             self.copurchase.prefetch(day.popular[: self.primed_items])
 
     def refresh(self) -> None:
-        """Re-read the item aggregates when a minute has passed (the API calls it between requests)."""
+        """Read the items whose aggregates changed, when a minute has passed (the API calls it between
+        requests)."""
         cached = self._day
-        if cached is not None and time.monotonic() - cached[1] > STATS_TTL_SECONDS:
-            self._read_day(cached[0])
+        if cached is None or time.monotonic() - cached[0].read_at <= STATS_TTL_SECONDS:
+            return
+        held = item_stats.catch_up(cached[0], self.engine, self.store, self.item_ids, self.row_of)
+        if held.stats is cached[0].stats:  # nothing changed: the same day state, read again later
+            self._day = (held, cached[1])
+        else:
+            self._hold(held)
 
-    def _read_day(self, day: float | None) -> tuple:
-        cached = (day, time.monotonic(), DayState(self.copurchase, inputs.online_stats_array(self.store, self.item_ids)))
+    def _hold(self, held: item_stats.HeldStats) -> tuple:
+        cached = (held, DayState(self.copurchase, held.stats))
         self._day = cached  # one assignment: a request reads the old state or the new, whole
         return cached
 
@@ -277,4 +292,4 @@ def assemble(engine: Engine, store, loaded: artifacts.LoadedVersion, item_ids: n
     index = TowerIndex(item_vecs, float(model.log_scale.detach().exp()), float(model.bias.detach()))
     ranking = RankingModel(encoder, index, loaded.ranker, loaded.candidates or CandidateConfig(), max_user_tokens)
     neighbours = neighbours if neighbours is not None else _consumed_copurchase(engine, xid_to, item_ids)
-    return Snapshot(version, created_at, sha256, ranking, neighbours, item_ids, titles, store, loaded)
+    return Snapshot(version, created_at, sha256, ranking, neighbours, item_ids, titles, store, engine, loaded)

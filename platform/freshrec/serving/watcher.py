@@ -54,7 +54,7 @@ class SnapshotHolder:
                 return False
             try:
                 with self.engine.connect() as conn:
-                    snapshot.prime(serving_clock(conn))
+                    snapshot.prime(serving_clock(conn), previous=self.current)
             except Exception as err:  # noqa: BLE001 - requests read what priming would have read
                 log.warning("version %s serves unprimed: %s", target, err)
             self.current = snapshot  # the swap: one assignment
