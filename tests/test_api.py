@@ -551,3 +551,33 @@ def test_a_refresh_reads_only_the_items_whose_aggregates_changed_and_a_swap_carr
         assert np.array_equal(holder.current._day[0].stats, full_read(holder.current))
     finally:
         promote(engine, 2, reason="carry-over test")
+
+
+def test_between_requests_the_api_reads_every_items_partners_most_popular_first(client, served_db):
+    """``Snapshot.warm`` (the watcher calls it every second) reads the partners of the next items not
+    held, most popular first, until it holds every item's: each list equal to the version's stored one."""
+    import numpy as np
+
+    from freshrec.features import open_store
+    from freshrec.ranking.inputs import serving_clock
+    from freshrec.ranking.pair_counts import read_neighbours
+    from freshrec.serving.snapshot import load_snapshot
+
+    engine = get_engine()
+    snap = load_snapshot(engine, 2, open_store())
+    with engine.connect() as conn:
+        popular = snap.day_state(serving_clock(conn)).popular
+    assert snap.partners_held == 0
+    assert snap.warm(items=50) == 50 and set(snap.copurchase._known) == set(popular[:50].tolist())
+    while snap.warm(items=400):
+        pass
+    assert snap.partners_held == 1.0 and snap.warm() == 0
+    with engine.connect() as conn:
+        stored = read_neighbours(conn, 2, list(snap.item_ids))
+    assert sum(len(p) for p, _ in stored.values()) > 0
+    for item_id, (partners, strengths) in stored.items():
+        rows, held_strengths = snap.copurchase._known[snap.row_of[item_id]]
+        known = [p in snap.row_of for p in partners]
+        assert [snap.item_ids[r] for r in rows] == [p for p, k in zip(partners, known) if k]
+        assert np.array_equal(held_strengths, np.float32([s for s, k in zip(strengths, known) if k]))
+    assert client.get("/readyz").json()["partners_held"] == 1.0  # primed: the sample's items are fewer than 2,000

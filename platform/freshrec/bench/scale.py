@@ -7,8 +7,8 @@ is therefore block-diagonal by construction: no copy's customer ever buys anothe
 For each factor, in a database of its own: the load of the first 13 weeks and the online store's
 materialization; version 1 and version 2 (on week 14) made by ``freshrec update`` as processes (wall
 seconds, each step's seconds from the version's own timings, peak RSS); ``freshrec serve`` on it
-(seconds to ready, RSS once ready, seconds for a hot swap, a returning customer's recommendation at
-concurrency 1 and 8); the rows of each table and the database's size. At 1x, ``feast serve`` hands
+(seconds to ready, RSS once ready, seconds for a hot swap, seconds until it holds every item's
+co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and 8); the rows of each table and the database's size. At 1x, ``feast serve`` hands
 the same customers' features over HTTP beside it: the floor a recommendation stands on.
 """
 from __future__ import annotations
@@ -114,6 +114,15 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
         httpx.post(f"{url}/v1/models/rollback", headers=token, timeout=120)
         while httpx.get(f"{url}/readyz", timeout=30).json()["version"] != 2:
             time.sleep(0.05)
+        # Latency in the steady state: once the API holds every item's co-purchase partners (its watcher
+        # reads them a few hundred items a second after a swap; ``Snapshot.warm``).
+        t0 = time.perf_counter()
+        while (httpx.get(f"{url}/readyz", timeout=30).json()["partners_held"] or 1.0) < 1.0:
+            if time.perf_counter() - t0 > 600:
+                raise RuntimeError("the API did not hold every item's partners within 600 s")
+            time.sleep(0.5)
+        out["partners_held_s"] = time.perf_counter() - t0
+        out["rss_held_mib"] = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
         paths = [f"/v1/users/{u}/recommendations?k=20" for u in users]
         asyncio.run(_http_load(url, paths[:50], 1, 2.0))  # warm-up
         for c in concurrencies:
@@ -247,7 +256,7 @@ def run(factors: list[int], model: str, out_dir: Path, command: str, port: int =
     grown = growth(rows)
     columns = ["factor", "load_s", "materialize_s", "v1_s", "v2_s", "v2_over_v1", "v2_start_s", "v2_over_v1_after_start",
                "v2_new_rows", "v1_peak_rss_mib",
-               "v2_peak_rss_mib", "api_ready_s", "api_rss_mib", "api_hot_swap_s", "api_p50_ms_c1", "api_p99_ms_c1",
+               "v2_peak_rss_mib", "api_ready_s", "api_rss_mib", "api_rss_held_mib", "api_hot_swap_s", "api_partners_held_s", "api_p50_ms_c1", "api_p99_ms_c1",
                "api_p50_ms_c8", "api_p99_ms_c8", "rows_interactions", "rows_item_daily_stats", "rows_database_mib"]
     extra = {"model": model, "growth": grown, "wall_s": time.perf_counter() - started}
     json_path, md_path = report.write(out_dir, "scale", rows, command, columns, extra)

@@ -96,6 +96,18 @@ class FetchedNeighbours:
         """Read the partners of those of these item rows not held yet, through ``fetch_many``."""
         self._held(items, self.fetch_many)
 
+    def prefetch_next(self, order: np.ndarray, n: int) -> int:
+        """Read the partners of the first ``n`` item rows of ``order`` not held yet, while they fit under
+        the bound; how many were read (0: every one is held, or no more fit)."""
+        n = min(n, self.limit - len(self._known))
+        if n <= 0:
+            return 0
+        held = np.fromiter(self._known.keys(), np.int64, len(self._known))
+        missing = np.asarray(order, np.int64)[~np.isin(order, held)][:n]
+        if len(missing):
+            self._held(missing, self.fetch_many)
+        return len(missing)
+
     def _held(self, items: np.ndarray, fetch) -> dict:
         """The held partners, these items' among them (a dict of its own to the caller: another
         thread that passes the bound starts a new one, it never empties this one)."""
@@ -106,11 +118,14 @@ class FetchedNeighbours:
         found = fetch([str(self.item_ids[i]) for i in missing])
         if len(known) + len(missing) > self.limit:  # a bound, not an LRU: versions swap often enough
             known = self._known = {}
-        for row in missing:
-            partners, strengths = found.get(str(self.item_ids[row]), ([], []))
-            at = self.item_index.get_indexer(list(partners)) if len(partners) else np.zeros(0, np.int64)
-            keep = at >= 0
-            known[row] = (at[keep].astype(np.int64), np.asarray(strengths, np.float32)[keep])
+        lists = [found.get(str(self.item_ids[row]), ([], [])) for row in missing]
+        # One look-up of every partner at once: one per item was most of a thousand items' read.
+        at = self.item_index.get_indexer([p for partners, _ in lists for p in partners])
+        strengths = np.fromiter((s for _, found_strengths in lists for s in found_strengths), np.float32, len(at))
+        ends = np.cumsum([len(partners) for partners, _ in lists])
+        for row, a, s, keep in zip(missing, np.split(at, ends[:-1]), np.split(strengths, ends[:-1]),
+                                   np.split(at >= 0, ends[:-1])):
+            known[row] = (a[keep].astype(np.int64), s[keep])
         return known
 
 

@@ -26,11 +26,13 @@ log = logging.getLogger("freshrec.serving")
 
 def _between_requests(state: ApiState) -> None:
     """What the watcher thread does on every wake-up, off the requests' path: the search side catches
-    up with the catalog, the serving version re-reads its item aggregates once a minute."""
+    up with the catalog, the serving version reads its changed item aggregates once a minute, and the
+    co-purchase partners of a thousand more items until it holds every item's."""
     current = state.holder.current
     state.search.sync(current)
     if current is not None:
         current.refresh()
+        current.warm()
 
 
 class Observe:
@@ -114,7 +116,9 @@ def create_app(settings: Settings | None = None, watch: bool = True) -> FastAPI:
         refused = state.holder.refused if admin else {v: why.split(":")[0] for v, why in state.holder.refused.items()}
         return {"ready": ready, "database": database, "version": current.version if current else None,
                 "search": f"version {current.version}" if current else "day one: full text and the pre-trained encoder",
-                "refused": refused}
+                "refused": refused,
+                # the share of items whose co-purchase partners it holds: until 1, some requests read them
+                "partners_held": current.partners_held if current else None}
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus(state: ApiState = Depends(api_state)) -> Response:

@@ -39,6 +39,7 @@ from freshrec.models.encoder import Encoder
 from freshrec.models.state_cache import StateCache, encoder_digest, text_hash
 
 log = logging.getLogger("freshrec.serving")
+WARM_ITEMS = 500  # items whose partners one wake-up of the API's watcher reads (see Snapshot.warm)
 STATS_TTL_SECONDS = 60.0  # item aggregates are daily: look for changed ones at most once a minute
 
 
@@ -152,6 +153,26 @@ class Snapshot:
         day = self.day_state(clock)
         if isinstance(self.copurchase, FetchedNeighbours):
             self.copurchase.prefetch(day.popular[: self.primed_items])
+
+    def warm(self, items: int = WARM_ITEMS) -> int:
+        """Between requests: the co-purchase partners of the next ``items`` items not held yet, most
+        popular first; how many were read (0: all held).
+
+        Priming holds the partners of the ``primed_items`` most popular items. At 10x the bundled shop
+        they are 2,000 of 28,000, and 330 of 400 returning customers' requests read some partners from
+        the store: p99 47 ms, against 29 ms once they were held. The API's watcher thread calls this on
+        every wake-up (once a second): 50 ms of the interpreter for 500 items at 10x, so that no one
+        wake-up holds the requests up for long, and a minute after a swap no request reads any."""
+        if not isinstance(self.copurchase, FetchedNeighbours) or self._day is None:
+            return 0
+        return self.copurchase.prefetch_next(self._day[1].popular, items)
+
+    @property
+    def partners_held(self) -> float | None:
+        """The share of items whose co-purchase partners are held (None: held whole, not read per item)."""
+        if not isinstance(self.copurchase, FetchedNeighbours):
+            return None
+        return len(self.copurchase._known) / max(len(self.item_ids), 1)
 
     def refresh(self) -> None:
         """Read the items whose aggregates changed, when a minute has passed (the API calls it between
