@@ -216,7 +216,7 @@ def test_tampered_version_is_refused_and_the_old_one_keeps_serving(client, serve
         open(path, "wb").write(original)
         client.post("/v1/models/rollback", headers=TOKEN)
     assert client.get("/readyz").json() == {"ready": True, "database": True, "version": 2, "search": "version 2",
-                                             "refused": {}}
+                                             "refused": {}, "partners_held": 1.0}
 
 
 def test_health_and_metrics(client, served_db):
