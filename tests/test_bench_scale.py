@@ -19,7 +19,7 @@ def test_a_three_times_shop_is_measured_beside_the_bundled_one(tmp_path):
         for v in ("v1", "v2"):
             assert 1.0 < row[f"{v}_start_s"] < row[f"{v}_s"] and 0 < row[f"{v}_publish_s"] < row[f"{v}_s"]
         assert row["v2_peak_rss_mib"] > 100 and row["api_rss_mib"] > 100 and row["api_ready_s"] > 0
-        assert row["api_rss_held_mib"] > 100 and row["api_partners_held_s"] >= 0
+        assert row["api_rss_held_mib"] > 100 and row["api_partners_held_s"] > 0
         assert row["api_hot_swap_s"] > 0 and row["api_p99_ms_c1"] >= row["api_p50_ms_c1"] > 0 and row["api_errors_c1"] == 0
     # Feast's own server is the yardstick here, not the system under test: its rare failed request (one in a
     # 10-second run at 1x, once) is recorded in the JSON; more than two fail this.

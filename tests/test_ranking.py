@@ -281,3 +281,26 @@ def test_the_rankers_scores_at_serving_are_its_trained_forward_pass():
     got = ranker.score(x[:, ::-1], shuffled)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert got.dtype == np.float32 and expected.std() > 0.05
+
+
+def test_an_erasures_refresh_stamps_the_items_it_left_without_a_new_row(loaded):
+    """Readers follow ``written_xid`` (materialize, the API's refresh of its item aggregates): an item whose
+    rows an erasure's refresh deleted, with nothing rebuilt, must still show as written by it. Its newest
+    earlier row is stamped; an item with no row left gets a row of zeros."""
+    engine = get_engine()
+    with engine.connect() as conn, conn.begin() as tx:
+        quiet, newest = conn.execute(sa.text(  # an item whose counts last changed before the data's end
+            "SELECT item_id, max(valid_from) FROM item_daily_stats GROUP BY item_id "
+            "HAVING max(valid_from) < (SELECT max(valid_from) FROM item_daily_stats) "
+            "ORDER BY 2, 1 LIMIT 1")).one()
+        gone, first = conn.execute(sa.text(
+            "SELECT item_id, min(event_time) FROM interactions GROUP BY item_id ORDER BY count(*), item_id LIMIT 1")).one()
+        conn.execute(sa.text("DELETE FROM interactions WHERE item_id = :i"), {"i": gone})  # as an erasure would
+        refresh_item_stats(conn, (newest + pd.Timedelta(days=1)).date(), [quiet])
+        refresh_item_stats(conn, first.date(), [gone])
+        stamped = "SELECT valid_from, events_28d, buyers, written_xid = pg_current_xact_id() FROM item_daily_stats " \
+                  "WHERE item_id = :i ORDER BY valid_from DESC"
+        rows = conn.execute(sa.text(stamped), {"i": quiet}).all()
+        assert rows[0][0] == newest and rows[0][3] and not any(r[3] for r in rows[1:])
+        assert [tuple(r[1:]) for r in conn.execute(sa.text(stamped), {"i": gone})] == [(0, 0, True)]
+        tx.rollback()

@@ -38,10 +38,19 @@ def _insert(engine, first: int, last: int) -> None:
         time.sleep(0.2)
 
 
-def test_a_table_that_grew_past_its_histogram_is_analysed_once_and_its_new_rows_estimated(module_db):
-    engine = get_engine()
+def _probe(engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE stats_probe (n bigint, at timestamptz) WITH (autovacuum_enabled = false)"))
+
+
+def _drop(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE stats_probe"))
+
+
+def test_a_table_that_grew_past_its_histogram_is_analysed_once_and_its_new_rows_estimated(module_db):
+    engine = get_engine()
+    _probe(engine)
     try:
         _insert(engine, 1, 20_000)
         assert "stats_probe" in analyze_changed(engine)
@@ -58,5 +67,24 @@ def test_a_table_that_grew_past_its_histogram_is_analysed_once_and_its_new_rows_
         assert "stats_probe" not in analyze_changed(engine)
         assert "stats_probe" in analyze_changed(engine, changed_rows=100)
     finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE stats_probe"))
+        _drop(engine)
+
+
+def test_materialize_analyses_what_a_load_changed(module_db):
+    """``features materialize`` runs right after a load: Feast's point-in-time reads plan on fresh statistics."""
+    from freshrec.config import get_settings
+    from freshrec.features import apply, materialize, open_store
+
+    engine = get_engine()
+    store = open_store()
+    apply(store, get_settings().feast.repo_path)
+    _probe(engine)
+    try:
+        _insert(engine, 1, 5_000)
+        materialize(store)
+        with engine.connect() as conn:
+            analysed = conn.execute(sa.text("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                                            "WHERE relname = 'stats_probe'")).scalar()
+        assert analysed and _changed(engine) == 0
+    finally:
+        _drop(engine)

@@ -117,7 +117,7 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
         # Latency in the steady state: once the API holds every item's co-purchase partners (its watcher
         # reads them a few hundred items a second after a swap; ``Snapshot.warm``).
         t0 = time.perf_counter()
-        while (httpx.get(f"{url}/readyz", timeout=30).json()["partners_held"] or 1.0) < 1.0:
+        while (held := httpx.get(f"{url}/readyz", timeout=30).json()["partners_held"]) is not None and held < 1.0:
             if time.perf_counter() - t0 > 600:
                 raise RuntimeError("the API did not hold every item's partners within 600 s")
             time.sleep(0.5)

@@ -27,10 +27,11 @@ CHANGED_ROWS = 1_000
 
 # Tables and the partitions of item_embeddings and copurchase_counts (a partition is written once, by
 # the publish that makes it, and read by the next update through a filter on its version). A
-# partitioned parent holds no rows, and autovacuum never analyses one.
+# partitioned parent holds no rows, and autovacuum never analyses one. Only tables this role may
+# analyse (their owner's rights): another's would only warn, and be found stale again each time.
 _STALE = """
 SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-WHERE s.schemaname = current_schema() AND c.relkind = 'r'
+WHERE s.schemaname = current_schema() AND c.relkind = 'r' AND pg_has_role(c.relowner, 'USAGE')
   AND s.n_mod_since_analyze >= greatest(1, least(:rows, 0.1 * s.n_live_tup))
 ORDER BY s.relname"""
 

@@ -98,6 +98,25 @@ FROM windowed w, bounds b WHERE w.day >= b.since AND w.day <= b.newest
 """.replace("ONLY_ITEMS", _ONLY.format(col="i.item_id"))
 
 
+# Named items (an erasure's) that the rebuild left without a row from ``since`` on: their value from
+# then on is their newest earlier row, or nothing at all. Readers that follow ``written_xid`` (the
+# materialize window, the API's refresh of its item aggregates) must still see that they changed,
+# so that row is stamped by this transaction, and an item with no row left gets a row of zeros.
+_UNCHANGED_SINCE = """
+SELECT item_id FROM unnest(CAST(:items AS text[])) AS named(item_id)
+WHERE NOT EXISTS (SELECT FROM item_daily_stats s WHERE s.item_id = named.item_id
+                  AND s.valid_from > CAST(:since AS date))"""
+_RESTAMP = f"""
+UPDATE item_daily_stats s SET written_xid = pg_current_xact_id()
+FROM (SELECT DISTINCT ON (item_id) item_id, valid_from FROM item_daily_stats
+      WHERE item_id IN ({_UNCHANGED_SINCE}) ORDER BY item_id, valid_from DESC) newest
+WHERE s.item_id = newest.item_id AND s.valid_from = newest.valid_from"""
+_ZEROS = f"""
+INSERT INTO item_daily_stats (item_id, valid_from, events_7d, events_28d, buyers, repeat_buyers)
+SELECT item_id, (CAST(:since AS date) + 1)::timestamp AT TIME ZONE 'UTC', 0, 0, 0, 0
+FROM ({_UNCHANGED_SINCE}) gone WHERE NOT EXISTS (SELECT FROM item_daily_stats s WHERE s.item_id = gone.item_id)"""
+
+
 def refresh_item_stats(conn: Connection, since: date, items: list[str] | None = None) -> int:
     """Rebuild the rows of the days from ``since`` on (inside ``conn``'s transaction), of every item or
     of ``items`` only; returns rows written."""
@@ -105,7 +124,11 @@ def refresh_item_stats(conn: Connection, since: date, items: list[str] | None = 
     # The windows of days >= since reach 27 days back: rows before that stay as they are.
     params = {"since": since, "items": None if items is None else sorted(set(items))}
     conn.execute(sa.text(_DELETE), params)
-    return conn.execute(sa.text(_REBUILD), params).rowcount
+    written = conn.execute(sa.text(_REBUILD), params).rowcount
+    if items is not None:
+        conn.execute(sa.text(_RESTAMP), params)
+        written += conn.execute(sa.text(_ZEROS), params).rowcount
+    return written
 
 
 CURSOR = "item_daily_stats"

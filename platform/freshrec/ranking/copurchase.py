@@ -79,7 +79,9 @@ class FetchedNeighbours:
     from Feast's online store when serving). Partners outside ``item_index`` are dropped."""
 
     def __init__(self, fetch, item_ids: np.ndarray, item_index, limit: int = 200_000, fetch_many=None):
-        self.fetch, self.item_ids, self.item_index, self.limit = fetch, item_ids, item_index, limit
+        # The bound holds every item's at any catalog size: the API reads them all between requests.
+        self.fetch, self.item_ids, self.item_index = fetch, item_ids, item_index
+        self.limit = max(limit, len(item_ids))
         self.fetch_many = fetch_many or fetch  # for ``prefetch`` of many items at once
         self._known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -96,13 +98,19 @@ class FetchedNeighbours:
         """Read the partners of those of these item rows not held yet, through ``fetch_many``."""
         self._held(items, self.fetch_many)
 
+    @property
+    def held(self) -> int:
+        """How many items' partners are held."""
+        return len(self._known)
+
     def prefetch_next(self, order: np.ndarray, n: int) -> int:
         """Read the partners of the first ``n`` item rows of ``order`` not held yet, while they fit under
         the bound; how many were read (0: every one is held, or no more fit)."""
-        n = min(n, self.limit - len(self._known))
+        known = self._known
+        n = min(n, self.limit - len(known))
         if n <= 0:
             return 0
-        held = np.fromiter(self._known.keys(), np.int64, len(self._known))
+        held = np.fromiter(known.keys(), np.int64, len(known))
         missing = np.asarray(order, np.int64)[~np.isin(order, held)][:n]
         if len(missing):
             self._held(missing, self.fetch_many)

@@ -27,7 +27,7 @@ log = logging.getLogger("freshrec.serving")
 def _between_requests(state: ApiState) -> None:
     """What the watcher thread does on every wake-up, off the requests' path: the search side catches
     up with the catalog, the serving version reads its changed item aggregates once a minute, and the
-    co-purchase partners of a thousand more items until it holds every item's."""
+    co-purchase partners of more items until it holds every item's (``Snapshot.warm``)."""
     current = state.holder.current
     state.search.sync(current)
     if current is not None:

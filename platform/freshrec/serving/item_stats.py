@@ -6,9 +6,12 @@ holds the array for every item and refreshes it once a minute from its watcher t
 item through ``get_online_features`` takes 2-3 s of Python at 10x the bundled shop (28k items), and
 while it runs it holds the interpreter's lock that the requests need: at 10x the returning-user p99
 rose with it. A refresh now re-reads only the items whose ``item_daily_stats`` rows were written
-since the online store's cursor (``features.materialize``) as it stood at the last read: usually
-none, the day's active items after a materialize, a few after an erasure's push. A version swap
-takes the array of the version it replaces, by item id, and reads only the items that version lacked.
+since the online store's cursor (``features.materialize``) as it stood at the last read. Between
+loads that is none. A load rebuilds the rows of every item whose counts change from its first day
+on (those with events in the 28 days before it): those are read again each minute until a
+materialize moves the cursor past them. An erasure stamps the items it touched (``aggregates``). A
+version swap takes the array of the version it replaces, by item id, and reads only the items that
+version lacked and those written since.
 """
 from __future__ import annotations
 

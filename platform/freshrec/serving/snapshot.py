@@ -158,11 +158,11 @@ class Snapshot:
         """Between requests: the co-purchase partners of the next ``items`` items not held yet, most
         popular first; how many were read (0: all held).
 
-        Priming holds the partners of the ``primed_items`` most popular items. At 10x the bundled shop
-        they are 2,000 of 28,000, and 330 of 400 returning customers' requests read some partners from
-        the store: p99 47 ms, against 29 ms once they were held. The API's watcher thread calls this on
-        every wake-up (once a second): 50 ms of the interpreter for 500 items at 10x, so that no one
-        wake-up holds the requests up for long, and a minute after a swap no request reads any."""
+        Priming holds the partners of the ``primed_items`` most popular items: at 10x the bundled shop,
+        2,000 of 28,000, so most returning customers' first requests read some partners from the
+        store, a round trip each. The API's watcher thread calls this on every wake-up (once a
+        second), a few hundred items at a time so that no one wake-up holds the requests up for long:
+        the bench's ``partners_held_s`` says how long it takes after a swap."""
         if not isinstance(self.copurchase, FetchedNeighbours) or self._day is None:
             return 0
         return self.copurchase.prefetch_next(self._day[1].popular, items)
@@ -172,7 +172,7 @@ class Snapshot:
         """The share of items whose co-purchase partners are held (None: held whole, not read per item)."""
         if not isinstance(self.copurchase, FetchedNeighbours):
             return None
-        return len(self.copurchase._known) / max(len(self.item_ids), 1)
+        return self.copurchase.held / max(len(self.item_ids), 1)
 
     def refresh(self) -> None:
         """Read the items whose aggregates changed, when a minute has passed (the API calls it between
@@ -181,14 +181,16 @@ class Snapshot:
         if cached is None or time.monotonic() - cached[0].read_at <= STATS_TTL_SECONDS:
             return
         held = item_stats.catch_up(cached[0], self.engine, self.store, self.item_ids, self.row_of)
-        if held.stats is cached[0].stats:  # nothing changed: the same day state, read again later
-            self._day = (held, cached[1])
-        else:
-            self._hold(held)
+        # Nothing changed: the same day state, looked at again in a minute.
+        fresh = (held, cached[1] if held.stats is cached[0].stats else DayState(self.copurchase, held.stats))
+        with self._lock:  # a request may have moved to a new day meanwhile: never put the old one back
+            if self._day is cached:
+                self._day = fresh
 
     def _hold(self, held: item_stats.HeldStats) -> tuple:
         cached = (held, DayState(self.copurchase, held.stats))
-        self._day = cached  # one assignment: a request reads the old state or the new, whole
+        with self._lock:
+            self._day = cached  # one assignment: a request reads the old state or the new, whole
         return cached
 
     def hits(self, rows: np.ndarray, scores: np.ndarray, sources=None) -> list[Hit]:
