@@ -8,8 +8,9 @@ For each factor, in a database of its own: the load of the first 13 weeks and th
 materialization; version 1 and version 2 (on week 14) made by ``freshrec update`` as processes (wall
 seconds, each step's seconds from the version's own timings, peak RSS); ``freshrec serve`` on it
 (seconds to ready, RSS once ready, seconds for a hot swap, seconds until it holds every item's
-co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and 8); the rows of each table and the database's size. At 1x, ``feast serve`` hands
-the same customers' features over HTTP beside it: the floor a recommendation stands on.
+co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and
+8); the rows of each table and the database's size. At 1x, ``feast serve`` hands the same
+customers' features over HTTP beside it: the floor a recommendation stands on.
 """
 from __future__ import annotations
 
@@ -58,6 +59,15 @@ def copies(factor: int, out: Path) -> Path:
     return path
 
 
+def _rss(proc: psutil.Process) -> int:
+    """Bytes resident in a process and its children."""
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+
+def _rss_mib(proc: psutil.Process) -> float:
+    return _rss(proc) / 2**20
+
+
 def _peak_rss(cmd: list[str], env: dict, log: Path) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MiB) and exit status of a process (its children included)."""
     started, peak = time.perf_counter(), 0
@@ -65,7 +75,7 @@ def _peak_rss(cmd: list[str], env: dict, log: Path) -> tuple[float, float, int]:
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
-            peak = max(peak, sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]))
+            peak = max(peak, _rss(ps))
         except psutil.NoSuchProcess:
             pass
         time.sleep(0.05)
@@ -104,7 +114,7 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
         wait_ready(url, "/readyz", timeout=900, proc=server)
         out["ready_s"] = time.perf_counter() - started
         proc = psutil.Process(server.pid)
-        out["rss_mib"] = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+        out["rss_mib"] = _rss_mib(proc)
         token = {"Authorization": f"Bearer {get_settings().api_token.get_secret_value()}"}
         t0 = time.perf_counter()  # a hot swap: promote version 1, until this process serves it
         httpx.post(f"{url}/v1/models/1/promote", headers=token, timeout=120)
@@ -122,7 +132,7 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
                 raise RuntimeError("the API did not hold every item's partners within 600 s")
             time.sleep(0.5)
         out["partners_held_s"] = time.perf_counter() - t0
-        out["rss_held_mib"] = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+        out["rss_held_mib"] = _rss_mib(proc)
         paths = [f"/v1/users/{u}/recommendations?k=20" for u in users]
         asyncio.run(_http_load(url, paths[:50], 1, 2.0))  # warm-up
         for c in concurrencies:

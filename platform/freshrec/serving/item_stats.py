@@ -42,35 +42,32 @@ class HeldStats:
     since: str
 
 
-def _online_cursor(engine: Engine) -> str:
+def _online_cursor(conn) -> str:
     from freshrec.features.store import ONLINE_CURSOR
 
-    with engine.connect() as conn:
-        return cursors.read(conn, ONLINE_CURSOR)
+    return cursors.read(conn, ONLINE_CURSOR)
 
 
 def read_all(engine: Engine, store, item_ids: np.ndarray, day: float | None) -> HeldStats:
     """Every item's aggregates from the online store."""
-    since = _online_cursor(engine)  # before the read: whatever is written from here on is read again
+    with engine.connect() as conn:
+        since = _online_cursor(conn)  # before the read: whatever is written from here on is read again
     return HeldStats(day, time.monotonic(), inputs.online_stats_array(store, item_ids), since)
 
 
-def _with_items(held: HeldStats, store, item_ids: np.ndarray, rows: np.ndarray, since: str) -> HeldStats:
-    """``held`` with these rows read again from the online store."""
+def catch_up(held: HeldStats, engine: Engine, store, item_ids: np.ndarray, row_of: dict[str, int],
+             also: np.ndarray | None = None) -> HeldStats:
+    """``held`` with the items whose aggregates were written since its cursor (and the rows ``also``)
+    read again, in one read of the online store."""
+    with engine.connect() as conn:
+        since = _online_cursor(conn)  # before the read, as in read_all
+        changed = {row_of[i] for i in conn.execute(sa.text(_CHANGED), {"since": held.since}).scalars() if i in row_of}
+    rows = np.array(sorted(changed.union(() if also is None else also.tolist())), dtype=np.int64)
     stats = held.stats
     if len(rows):
         stats = stats.copy()  # a request may hold the old array: never write into it
         stats[rows] = inputs.online_stats_array(store, item_ids[rows])
     return HeldStats(held.day, time.monotonic(), stats, since)
-
-
-def catch_up(held: HeldStats, engine: Engine, store, item_ids: np.ndarray, row_of: dict[str, int]) -> HeldStats:
-    """``held`` with the items whose aggregates were written since its cursor read again."""
-    since = _online_cursor(engine)
-    with engine.connect() as conn:
-        changed = conn.execute(sa.text(_CHANGED), {"since": held.since}).scalars()
-        rows = np.array(sorted({row_of[i] for i in changed if i in row_of}), dtype=np.int64)
-    return _with_items(held, store, item_ids, rows, since)
 
 
 def carried_over(previous: HeldStats, previous_ids: np.ndarray, engine: Engine, store, item_ids: np.ndarray,
@@ -81,7 +78,6 @@ def carried_over(previous: HeldStats, previous_ids: np.ndarray, engine: Engine, 
     stats = np.zeros((len(item_ids), previous.stats.shape[1]), previous.stats.dtype)
     mine = np.array([r for r, i in enumerate(item_ids) if i in from_row], dtype=np.int64)
     stats[mine] = previous.stats[[from_row[i] for i in item_ids[mine]]]
-    held = HeldStats(previous.day, previous.read_at, stats, previous.since)
     missing = np.setdiff1d(np.arange(len(item_ids)), mine)
-    held = _with_items(held, store, item_ids, missing, previous.since)
-    return catch_up(held, engine, store, item_ids, row_of)
+    return catch_up(HeldStats(previous.day, previous.read_at, stats, previous.since), engine, store, item_ids,
+                    row_of, also=missing)

@@ -43,6 +43,11 @@ WARM_ITEMS = 500  # items whose partners one wake-up of the API's watcher reads 
 STATS_TTL_SECONDS = 60.0  # item aggregates are daily: look for changed ones at most once a minute
 
 
+def _day(clock: datetime) -> float:
+    """The data clock's day (the day states' key)."""
+    return float(day_of(np.array([clock.timestamp()]))[0])
+
+
 @dataclass(frozen=True)
 class Hit:
     item_id: str
@@ -134,7 +139,7 @@ class Snapshot:
         watcher thread, once a minute): no request pays for a read over the whole catalog. ``clock``
         None: the day held.
         """
-        day = float(day_of(np.array([clock.timestamp()]))[0]) if clock is not None else None
+        day = _day(clock) if clock is not None else None
         cached = self._day
         if cached is None or (day is not None and cached[0].day != day):
             day = day if day is not None else (cached[0].day if cached else None)
@@ -147,7 +152,7 @@ class Snapshot:
         ``primed_items`` most popular items from its stored rows (a bounded read, whatever the
         catalog's size), so the first requests after a swap find them held."""
         held = previous._day[0] if previous is not None and previous._day is not None else None
-        if held is not None and held.day == float(day_of(np.array([clock.timestamp()]))[0]):
+        if held is not None and held.day == _day(clock):
             self._hold(item_stats.carried_over(held, previous.item_ids, self.engine, self.store, self.item_ids,
                                                self.row_of))
         day = self.day_state(clock)
