@@ -10,7 +10,8 @@ seconds, each step's seconds from the version's own timings, peak RSS); ``freshr
 (seconds to ready, RSS once ready, seconds for a hot swap, seconds until it holds every item's
 co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and
 8); the rows of each table and the database's size. At 1x, ``feast serve`` hands the same
-customers' features over HTTP beside it: the floor a recommendation stands on.
+customers' features over HTTP beside it, in turns with the API at concurrency 1: the floor a
+recommendation stands on.
 """
 from __future__ import annotations
 
@@ -104,11 +105,28 @@ def _timings(engine, version: int, wall_s: float) -> dict:
     return {**timings, "publish_s": float(run_s) - timings["total_s"], "start_s": wall_s - float(run_s)}
 
 
+def _interleaved(servers: dict[str, tuple[str, list]], seconds: float, rounds: int = 5) -> dict[str, tuple]:
+    """Sequential requests to each server in turn, ``seconds / rounds`` at a time, ``rounds`` times:
+    side by side, so a slow moment of the machine falls on both (one server's p99 moved 2x between
+    runs measured one after the other). Per server: (latencies, errors, seconds)."""
+    out = {name: ([], 0, 0.0) for name in servers}
+    for _ in range(rounds):
+        for name, (url, targets) in servers.items():
+            latencies, errors, took = asyncio.run(_http_load(url, targets, 1, seconds / rounds))
+            before = out[name]
+            out[name] = (before[0] + latencies, before[1] + errors, before[2] + took)
+    return out
+
+
 def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, log: Path, feast: Settings | None) -> dict:
-    """The API on this factor's database; with ``feast`` (its settings), Feast's own server on it beside."""
-    url = f"http://127.0.0.1:{port}"
+    """The API on this factor's database; with ``feast`` (its settings), Feast's own server on it beside,
+    answering the same customers' features in turns with the API's recommendations."""
+    from freshrec.features.store import USER_ACTIVITY, USER_TEXT
+
+    url, feast_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     started = time.perf_counter()
     server = spawn(["freshrec", "serve", "--port", str(port)], env, log)
+    feast_server = None
     out: dict = {}
     try:
         wait_ready(url, "/readyz", timeout=900, proc=server)
@@ -133,30 +151,30 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
             time.sleep(0.5)
         out["partners_held_s"] = time.perf_counter() - t0
         out["rss_held_mib"] = _rss_mib(proc)
-        paths = [f"/v1/users/{u}/recommendations?k=20" for u in users]
-        asyncio.run(_http_load(url, paths[:50], 1, 2.0))  # warm-up
+        servers = {"api": (url, [f"/v1/users/{u}/recommendations?k=20" for u in users])}
+        if feast:  # the same customers' features from Feast's own feature server
+            feast_server = _feast_serve(port + 1, feast)
+            wait_ready(feast_url, path="/health", proc=feast_server)
+            servers["feast_serve"] = (feast_url, [
+                ("/get-online-features", {"features": [USER_TEXT, *USER_ACTIVITY], "entities": {"user_id": [u]}})
+                for u in users])
+        for name, (base, targets) in servers.items():  # warm-up
+            asyncio.run(_http_load(base, targets[:50], 1, 2.0))
         for c in concurrencies:
-            latencies, errors, took = asyncio.run(_http_load(url, paths, c, seconds))
-            row = _row("recommendations, returning customer", c, latencies, took, errors)
-            out[f"p50_ms_c{c}"], out[f"p99_ms_c{c}"], out[f"errors_c{c}"] = row["p50_ms"], row["p99_ms"], errors
+            measured = _interleaved(servers, seconds) if c == 1 else {"api": asyncio.run(_http_load(url, servers["api"][1], c, seconds))}
+            for name, (latencies, errors, took) in measured.items():
+                row = _row(name, c, latencies, took, errors)
+                prefix = "" if name == "api" else f"{name}_"
+                out[f"{prefix}p50_ms_c{c}"], out[f"{prefix}p99_ms_c{c}"], out[f"{prefix}errors_c{c}"] = (
+                    row["p50_ms"], row["p99_ms"], errors)
+        if feast:
+            out["p99_over_feast_serve_c1"] = out["p99_ms_c1"] / out["feast_serve_p99_ms_c1"]
+            out["p50_over_feast_serve_c1"] = out["p50_ms_c1"] / out["feast_serve_p50_ms_c1"]
     finally:
-        server.terminate()
-        server.wait(60)
-    if feast:  # the same customers' features from Feast's own feature server, beside it
-        from freshrec.features.store import USER_ACTIVITY, USER_TEXT
-
-        feast_port = port + 1
-        feast_server = _feast_serve(feast_port, feast)
-        try:
-            wait_ready(f"http://127.0.0.1:{feast_port}", path="/health", proc=feast_server)
-            body = [("/get-online-features", {"features": [USER_TEXT, *USER_ACTIVITY], "entities": {"user_id": [u]}})
-                    for u in users]
-            latencies, errors, took = asyncio.run(_http_load(f"http://127.0.0.1:{feast_port}", body, 1, seconds))
-            out["feast_serve_p99_ms_c1"] = _row("feast", 1, latencies, took, errors)["p99_ms"]
-            out["feast_serve_errors_c1"] = errors
-        finally:
-            feast_server.terminate()
-            feast_server.wait(60)
+        for process in (server, feast_server):
+            if process is not None:
+                process.terminate()
+                process.wait(60)
     return out
 
 
@@ -267,7 +285,7 @@ def run(factors: list[int], model: str, out_dir: Path, command: str, port: int =
     columns = ["factor", "load_s", "materialize_s", "v1_s", "v2_s", "v2_over_v1", "v2_start_s", "v2_over_v1_after_start",
                "v2_new_rows", "v1_peak_rss_mib",
                "v2_peak_rss_mib", "api_ready_s", "api_rss_mib", "api_rss_held_mib", "api_hot_swap_s", "api_partners_held_s", "api_p50_ms_c1", "api_p99_ms_c1",
-               "api_p50_ms_c8", "api_p99_ms_c8", "rows_interactions", "rows_item_daily_stats", "rows_database_mib"]
+               "api_feast_serve_p50_ms_c1", "api_feast_serve_p99_ms_c1", "api_p99_over_feast_serve_c1", "api_p50_ms_c8", "api_p99_ms_c8", "rows_interactions", "rows_item_daily_stats", "rows_database_mib"]
     extra = {"model": model, "growth": grown, "wall_s": time.perf_counter() - started}
     json_path, md_path = report.write(out_dir, "scale", rows, command, columns, extra)
     if grown:

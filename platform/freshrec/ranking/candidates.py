@@ -145,8 +145,10 @@ def _chunk(log, lo, hi, times, activity, day: DayState, tower: Tower, rows: slic
     logits = tower.logits(rows)
     proposals.append((*_top(_own_masked(logits, ctx), config.tower), SOURCES.index("tower")))
     # Proposals also follow what the user browsed; the features stay purchase-based (see BrowseLog).
-    proposals.append((*_new_copurchase(ctx, copurchase_scores(ctx, day, with_browsed=True), config.copurchase),
-                      SOURCES.index("copurchase")))
+    # Without browsing the two are the same scores: computed once (a tenth of a request's ranking).
+    bought_copurchase = copurchase_scores(ctx, day)
+    proposing = copurchase_scores(ctx, day, with_browsed=True) if any(len(b) for b in browsed) else bought_copurchase
+    proposals.append((*_new_copurchase(ctx, proposing, config.copurchase), SOURCES.index("copurchase")))
     proposals.append((*new_popular(ctx, day, config.popular), SOURCES.index("popular")))
     bq = np.repeat(np.arange(len(browsed)), [min(len(b), config.browsed) for b in browsed])
     bi = np.concatenate([b[: config.browsed] for b in browsed]) if len(bq) else np.zeros(0, np.int64)
@@ -159,5 +161,5 @@ def _chunk(log, lo, hi, times, activity, day: DayState, tower: Tower, rows: slic
     keys, starts = np.unique(keys[order], return_index=True)
     bits = np.bitwise_or.reduceat(bits[order], starts) if len(keys) else bits[:0]
     cq, ci = keys // n_items, keys % n_items
-    features = feature_matrix(log, ctx, lo, hi, times, activity, day, keys, bits, logits, copurchase_scores(ctx, day))
+    features = feature_matrix(log, ctx, lo, hi, times, activity, day, keys, bits, logits, bought_copurchase)
     return Candidates(cq, ci, bits, features)

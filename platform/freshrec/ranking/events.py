@@ -26,16 +26,20 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
     return micros.to_numpy(np.int64) / 1e6
 
 
-def _coded(frame: pd.DataFrame, item_index: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _coded(user_ids, item_ids, times: np.ndarray, item_index: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(user ids sorted, each row's user code, item row, epoch seconds) of the rows whose item is in
-    ``item_index``."""
-    if not len(frame):
+    ``item_index``, from a row's columns: user id, item id, epoch seconds."""
+    if not len(times):
         return np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    item = item_index.get_indexer(frame["item_id"])
+    item = item_index.get_indexer(item_ids)
     known = item >= 0
-    user, users = pd.factorize(frame["user_id"].to_numpy(dtype=object)[known], sort=True)
-    return (np.asarray(users, dtype=object), user.astype(np.int64), item[known].astype(np.int64),
-            epoch_seconds(frame["event_time"])[known])
+    user, users = pd.factorize(np.asarray(user_ids, dtype=object)[known], sort=True)
+    return np.asarray(users, dtype=object), user.astype(np.int64), item[known].astype(np.int64), times[known]
+
+
+def _columns(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Series, np.ndarray]:
+    """A frame of (user_id, item_id, event_time) as ``_coded``'s columns."""
+    return frame["user_id"].to_numpy(dtype=object), frame["item_id"], epoch_seconds(frame["event_time"])
 
 
 @dataclass
@@ -51,13 +55,20 @@ class EventLog:
 
     @classmethod
     def build(cls, frame: pd.DataFrame, item_ids: np.ndarray, item_index: pd.Index | None = None) -> EventLog:
-        """From rows of (user_id, item_id, event_time); items outside ``item_ids`` are dropped.
+        """From rows of (user_id, item_id, event_time); items outside ``item_ids`` are dropped."""
+        return cls.from_columns(*_columns(frame), item_ids, item_index)
+
+    @classmethod
+    def from_columns(cls, user_ids, row_item_ids, times: np.ndarray, item_ids: np.ndarray,
+                     item_index: pd.Index | None = None) -> EventLog:
+        """From each row's user id, item id and epoch seconds: the API's per-request path, with no
+        DataFrame (a one-user log's pandas costs were most of its build).
 
         ``item_index`` (``pd.Index(item_ids)``, built once by the caller) spares a per-request index
         over the whole catalog.
         """
         row_of = item_index if item_index is not None else pd.Index(item_ids)
-        users, user, item, time = _coded(frame, row_of)
+        users, user, item, time = _coded(user_ids, row_item_ids, times, row_of)
         # One row per (user, item, moment), ordered by user, then time, then item. NumPy on codes, not
         # a DataFrame's drop_duplicates and sort_values: the API builds one per request, where pandas'
         # fixed costs were 2 ms of a one-user log.
@@ -130,7 +141,11 @@ class BrowseLog:
 
     @classmethod
     def build(cls, frame: pd.DataFrame, item_index: pd.Index) -> BrowseLog:
-        users, user, item, time = _coded(frame, item_index)
+        return cls.from_columns(*_columns(frame), item_index)
+
+    @classmethod
+    def from_columns(cls, user_ids, row_item_ids, times: np.ndarray, item_index: pd.Index) -> BrowseLog:
+        users, user, item, time = _coded(user_ids, row_item_ids, times, item_index)
         order = np.lexsort((time, user))  # stable: a moment's events keep their order
         user = user[order]
         return cls({u: n for n, u in enumerate(users)}, np.searchsorted(user, np.arange(len(users) + 1)),

@@ -92,14 +92,16 @@ def users_log(conn: Connection, user_ids: list[str], clock: datetime | None, ite
               item_index: pd.Index | None = None) -> tuple[EventLog, BrowseLog, datetime]:
     """These users' purchases, and what else they did, strictly before ``clock`` (live rows included: the
     freshest history there is), and the clock itself (``serving_clock``'s when None), in one query."""
-    # Per request: plain rows and epoch seconds from SQL, not pandas' read_sql and datetime parsing.
+    # Per request: plain rows and epoch seconds from SQL, and arrays, not a DataFrame.
     rows = conn.execute(sa.text(_USER_ROWS), {"users": list(user_ids), "clock": clock}).all()
     clock = rows[0][0]
-    frame = pd.DataFrame([r[1:] for r in rows if r[1] is not None],
-                         columns=["user_id", "item_id", "event_time", "bought"])
+    found = [r[1:] for r in rows if r[1] is not None]
+    user_column, item_column, time_column, bought_column = zip(*found) if found else ((), (), (), ())
+    users, items = np.array(user_column, dtype=object), np.array(item_column, dtype=object)
+    times, bought = np.array(time_column, dtype=np.float64), np.array(bought_column, dtype=bool)
     index = item_index if item_index is not None else pd.Index(item_ids)
-    bought = frame["bought"].astype(bool)
-    return EventLog.build(frame[bought], item_ids, index), BrowseLog.build(frame[~bought], index), clock
+    return (EventLog.from_columns(users[bought], items[bought], times[bought], item_ids, index),
+            BrowseLog.from_columns(users[~bought], items[~bought], times[~bought], index), clock)
 
 
 def consumed_browsing(engine: Engine, xid_to: str, users, item_ids: np.ndarray) -> BrowseLog:
