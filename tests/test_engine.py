@@ -1,7 +1,6 @@
 """The engine's pool: a connection used within the bypass window is handed out without a ping; one idle
-for longer is pinged, and replaced when its backend is gone (a database restart, an idle timeout)."""
-import time
-
+for longer is pinged, and replaced, with every other pooled one, when its backend is gone (a database
+restart, an idle timeout)."""
 import sqlalchemy as sa
 from conftest import use_database
 
@@ -25,12 +24,13 @@ def test_a_recent_connection_skips_the_ping_and_an_idle_dead_one_is_replaced(uni
     real_ping = engine.dialect.do_ping
     monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
     try:
+        monkeypatch.setattr(engine_module, "ALIVE_BYPASS_S", 3600.0)  # every checkout within the window
         first = _pid(engine)
         assert _pid(engine) == first and not pings  # new, then back within the window: no round trip
 
         with admin.connect() as conn:
             assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first}).scalar()
-        time.sleep(engine_module.ALIVE_BYPASS_S + 0.2)
+        monkeypatch.setattr(engine_module, "ALIVE_BYPASS_S", 0.0)  # now every one has been idle too long
         assert _pid(engine) != first  # pinged, found dead, replaced: the caller never saw the error
         assert pings
     finally:

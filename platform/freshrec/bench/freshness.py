@@ -25,7 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from freshrec.bench import report
-from freshrec.bench.processes import spawn, wait_ready
+from freshrec.bench.processes import spawn, stop, wait_ready
 from freshrec.bench.timeline import open_timeline
 from freshrec.bench.platform import base_model_path, create_platform, dispose
 from freshrec.config import get_settings
@@ -153,10 +153,7 @@ def run(model: str, rates: list[float], seconds: float, min_rows: int, max_age: 
                  f"p95 {_secs(row['p95_s'])}, max {_secs(row['max_s'])}; {row['updates']} versions "
                  f"({row['promoted']} promoted), median {row['update_s_median'] or 0:.1f} s each")
     finally:
-        for proc in (watcher, api):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=120)
+        stop([watcher, api], grace_s=120)
         dispose(platform, base_url)
     extra = {"model": model, "seconds_per_rate": seconds, "min_rows": min_rows, "max_age": max_age,
              "min_gate_baskets": min_gate_baskets,

@@ -32,3 +32,17 @@ def wait_ready(url: str, path: str = "/readyz", timeout: float = 300, proc: subp
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{url}{path} did not answer 200 within {timeout:.0f} s")
+
+
+def stop(processes: list[subprocess.Popen | None], grace_s: float = 60) -> None:
+    """Ask each process to stop, then wait for each, killing any still running after ``grace_s``: one
+    that hangs must not leave the others running."""
+    running = [p for p in processes if p is not None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -31,8 +31,8 @@ from pydantic import SecretStr
 
 from freshrec.bench import report
 from freshrec.bench.platform import base_model_path, create_database, drop_database
-from freshrec.bench.processes import spawn, wait_ready
-from freshrec.bench.serving import _feast_serve, _http_load, _row
+from freshrec.bench.processes import spawn, stop, wait_ready
+from freshrec.bench.serving import _feast_serve, _http_load, _in_turns, _row
 from freshrec.config import Settings, get_settings
 from freshrec.db import database_url, get_engine
 from freshrec.features import apply, materialize, open_store
@@ -105,19 +105,6 @@ def _timings(engine, version: int, wall_s: float) -> dict:
     return {**timings, "publish_s": float(run_s) - timings["total_s"], "start_s": wall_s - float(run_s)}
 
 
-def _interleaved(servers: dict[str, tuple[str, list]], seconds: float, rounds: int = 5) -> dict[str, tuple]:
-    """Sequential requests to each server in turn, ``seconds / rounds`` at a time, ``rounds`` times:
-    side by side, so a slow moment of the machine falls on both (one server's p99 moved 2x between
-    runs measured one after the other). Per server: (latencies, errors, seconds)."""
-    out = {name: ([], 0, 0.0) for name in servers}
-    for _ in range(rounds):
-        for name, (url, targets) in servers.items():
-            latencies, errors, took = asyncio.run(_http_load(url, targets, 1, seconds / rounds))
-            before = out[name]
-            out[name] = (before[0] + latencies, before[1] + errors, before[2] + took)
-    return out
-
-
 def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, log: Path, feast: Settings | None) -> dict:
     """The API on this factor's database; with ``feast`` (its settings), Feast's own server on it beside,
     answering the same customers' features in turns with the API's recommendations."""
@@ -161,7 +148,10 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
         for name, (base, targets) in servers.items():  # warm-up
             asyncio.run(_http_load(base, targets[:50], 1, 2.0))
         for c in concurrencies:
-            measured = _interleaved(servers, seconds) if c == 1 else {"api": asyncio.run(_http_load(url, servers["api"][1], c, seconds))}
+            if c == 1 and feast:
+                measured = asyncio.run(_in_turns(servers, seconds))
+            else:
+                measured = {"api": asyncio.run(_http_load(url, servers["api"][1], c, seconds))}
             for name, (latencies, errors, took) in measured.items():
                 row = _row(name, c, latencies, took, errors)
                 prefix = "" if name == "api" else f"{name}_"
@@ -171,10 +161,7 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
             out["p99_over_feast_serve_c1"] = out["p99_ms_c1"] / out["feast_serve_p99_ms_c1"]
             out["p50_over_feast_serve_c1"] = out["p50_ms_c1"] / out["feast_serve_p50_ms_c1"]
     finally:
-        for process in (server, feast_server):
-            if process is not None:
-                process.terminate()
-                process.wait(60)
+        stop([server, feast_server])
     return out
 
 
@@ -285,7 +272,8 @@ def run(factors: list[int], model: str, out_dir: Path, command: str, port: int =
     columns = ["factor", "load_s", "materialize_s", "v1_s", "v2_s", "v2_over_v1", "v2_start_s", "v2_over_v1_after_start",
                "v2_new_rows", "v1_peak_rss_mib",
                "v2_peak_rss_mib", "api_ready_s", "api_rss_mib", "api_rss_held_mib", "api_hot_swap_s", "api_partners_held_s", "api_p50_ms_c1", "api_p99_ms_c1",
-               "api_feast_serve_p50_ms_c1", "api_feast_serve_p99_ms_c1", "api_p99_over_feast_serve_c1", "api_p50_ms_c8", "api_p99_ms_c8", "rows_interactions", "rows_item_daily_stats", "rows_database_mib"]
+               "api_feast_serve_p50_ms_c1", "api_feast_serve_p99_ms_c1", "api_p50_over_feast_serve_c1",
+               "api_p99_over_feast_serve_c1", "api_p50_ms_c8", "api_p99_ms_c8", "rows_interactions", "rows_item_daily_stats", "rows_database_mib"]
     extra = {"model": model, "growth": grown, "wall_s": time.perf_counter() - started}
     json_path, md_path = report.write(out_dir, "scale", rows, command, columns, extra)
     if grown:

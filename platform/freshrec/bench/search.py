@@ -38,7 +38,7 @@ import torch
 from freshrec.bench import report
 from freshrec.bench.metrics import as_interval, bootstrap
 from freshrec.bench.platform import bench_run, create_platform, dispose
-from freshrec.bench.processes import spawn, wait_ready
+from freshrec.bench.processes import spawn, stop, wait_ready
 from freshrec.bench.search_weeks import forgetting_plot
 from freshrec.bench.serving import _http_load, _row
 from freshrec.bench.timeline import open_timeline
@@ -155,8 +155,7 @@ def _latency(settings, port: int, queries: list[str], users: list[str], concurre
                              "repeated": len(latencies) + errors > len(paths)})
                 echo(f"{target:<40} c={c}: p50 {rows[-1]['p50_ms']:.1f} ms, p99 {rows[-1]['p99_ms']:.1f} ms")
     finally:
-        server.terminate()
-        server.wait(30)
+        stop([server], grace_s=30)
     return rows
 
 

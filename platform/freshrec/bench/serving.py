@@ -22,7 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from freshrec.bench import report
-from freshrec.bench.processes import wait_ready
+from freshrec.bench.processes import stop, wait_ready
 from freshrec.db.vectors import to_literal
 
 COLUMNS = ["target", "concurrency", "requests", "p50_ms", "p99_ms", "throughput_rps", "errors"]
@@ -39,6 +39,16 @@ def _row(target: str, concurrency: int, latencies: list[float], seconds: float, 
             "throughput_rps": len(latencies) / seconds, "errors": errors}
 
 
+async def _timed(http: httpx.AsyncClient, target) -> float | None:
+    """One request's seconds: a GET of a path, or a POST of a (path, json) pair; None when it failed."""
+    started = time.perf_counter()
+    try:
+        r = await (http.post(target[0], json=target[1]) if isinstance(target, tuple) else http.get(target))
+    except httpx.TransportError:  # a reset connection is an error of the server under test
+        return None
+    return time.perf_counter() - started if r.status_code == 200 else None
+
+
 async def _http_load(base: str, paths: list, concurrency: int, seconds: float) -> tuple[list[float], int, float]:
     """GET each path (or POST, for a (path, json) pair) from ``concurrency`` clients for ``seconds``."""
     latencies: list[float] = []
@@ -50,23 +60,42 @@ async def _http_load(base: str, paths: list, concurrency: int, seconds: float) -
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             i = offset
             while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                target = paths[i % len(paths)]
-                try:
-                    r = await (http.post(target[0], json=target[1]) if isinstance(target, tuple) else http.get(target))
-                except httpx.TransportError:  # a reset connection is an error of the server under test
+                took = await _timed(http, paths[i % len(paths)])
+                if took is None:
                     errors += 1
-                    i += concurrency
-                    continue
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
                 else:
-                    errors += 1
+                    latencies.append(took)
                 i += concurrency
 
     started = time.perf_counter()
     await asyncio.gather(*(client(n) for n in range(concurrency)))
     return latencies, errors, time.perf_counter() - started
+
+
+async def _in_turns(servers: dict[str, tuple[str, list]], seconds: float, rounds: int = 5) -> dict[str, tuple]:
+    """One client per server, sending its targets in order, to each server in turn for ``seconds /
+    rounds`` at a time, ``rounds`` times: side by side, so a slow moment of the machine falls on both
+    (one server's p99 moved 2x between runs measured one after the other). A server's targets carry on
+    where its last turn stopped, on the same connection. Per server: (latencies, errors, seconds)."""
+    clients = {name: httpx.AsyncClient(base_url=url, timeout=60) for name, (url, _) in servers.items()}
+    latencies: dict[str, list[float]] = {name: [] for name in servers}
+    errors, sent, busy = dict.fromkeys(servers, 0), dict.fromkeys(servers, 0), dict.fromkeys(servers, 0.0)
+    try:
+        for _ in range(rounds):
+            for name, (_, targets) in servers.items():
+                started = time.perf_counter()
+                while time.perf_counter() - started < seconds / rounds:
+                    took = await _timed(clients[name], targets[sent[name] % len(targets)])
+                    sent[name] += 1
+                    if took is None:
+                        errors[name] += 1
+                    else:
+                        latencies[name].append(took)
+                busy[name] += time.perf_counter() - started
+    finally:
+        for http in clients.values():
+            await http.aclose()
+    return {name: (latencies[name], errors[name], busy[name]) for name in servers}
 
 
 def _feast_load(store, users: list[str], concurrency: int, seconds: float) -> tuple[list[float], float]:
@@ -198,8 +227,7 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
         }
         rows += _cells(base, targets, concurrencies, seconds, echo)
     finally:
-        server.terminate()
-        server.wait(30)
+        stop([server], grace_s=30)
     feast_port = port + 1
     feast = _feast_serve(feast_port)
     try:
@@ -210,8 +238,7 @@ def run(out_dir: Path, seconds: float, concurrencies: list[int], port: int, comm
             "feast serve: the same users' features (HTTP)": lambda: [body(u) for u in returning]}, concurrencies,
             seconds, echo)
     finally:
-        feast.terminate()
-        feast.wait(30)
+        stop([feast], grace_s=30)
     store = open_store(get_settings())
     _feast_load(store, returning, 1, 1.0)  # warm-up
     for c in concurrencies:

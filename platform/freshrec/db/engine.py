@@ -45,11 +45,16 @@ def connection_parts(url: str) -> dict[str, str]:
 # A pooled connection used this recently is taken as alive without a ping (HikariCP's
 # ``aliveBypassWindowMs``, 500 ms by default): the ping is a round trip, a tenth of a returning
 # customer's recommendation, paid on every checkout. A connection idle for longer, which a database
-# restart or an idle timeout may have closed, is pinged, and replaced if the ping fails.
+# restart or an idle timeout may have closed, is pinged; a dead one invalidates the pool, as
+# ``pool_pre_ping`` does, and the checkout takes a new connection. The price: after a restart, a
+# connection used within the window fails its next statement (an API request answers 503), and
+# SQLAlchemy then invalidates the pool.
 ALIVE_BYPASS_S = 0.5
 
 
 def _ping_idle(engine: Engine) -> None:
+    dialect = engine.dialect
+
     @sa.event.listens_for(engine, "connect")  # a new connection has just proved itself
     @sa.event.listens_for(engine, "checkin")
     def used(dbapi_connection, record) -> None:
@@ -60,11 +65,11 @@ def _ping_idle(engine: Engine) -> None:
         if time.monotonic() - record.info.get("returned_at", float("-inf")) < ALIVE_BYPASS_S:
             return
         try:
-            alive = engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as err:
-            raise sa.exc.DisconnectionError(str(err)) from err  # the pool replaces it and tries again
-        if not alive:
-            raise sa.exc.DisconnectionError("the ping failed")
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as err:
+            if dialect.is_disconnect(err, dbapi_connection, None):
+                raise sa.exc.InvalidatePoolError(str(err)) from err
+            raise
 
 
 @lru_cache
