@@ -108,7 +108,7 @@ class FetchedNeighbours:
         the bound; how many were read (0: every one is held, or no more fit)."""
         known = self._known
         n = min(n, self.limit - len(known))
-        if n <= 0:
+        if n <= 0 or len(known) >= len(self.item_ids):  # every item held: no pass over the catalog each wake-up
             return 0
         held = np.fromiter(known.keys(), np.int64, len(known))
         missing = np.asarray(order, np.int64)[~np.isin(order, held)][:n]
