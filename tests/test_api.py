@@ -581,3 +581,20 @@ def test_between_requests_the_api_reads_every_items_partners_most_popular_first(
         assert [snap.item_ids[r] for r in rows] == [p for p, k in zip(partners, known) if k]
         assert np.array_equal(held_strengths, np.float32([s for s, k in zip(strengths, known) if k]))
     assert client.get("/readyz").json()["partners_held"] == 1.0  # primed: the sample's items are fewer than 2,000
+
+
+def test_publishing_builds_no_vector_index_and_the_retrieval_comparison_builds_its_own(served_db):
+    from freshrec.bench.serving import retrieval_comparison
+    from freshrec.features import open_store
+
+    indexes = "SELECT indexname FROM pg_indexes WHERE tablename = :t ORDER BY indexname"
+    with get_engine().connect() as conn:
+        version = conn.execute(sa.text("SELECT version FROM current_version")).scalar()
+        assert [r[0] for r in conn.execute(sa.text(indexes), {"t": f"item_embeddings_v{version}"})] == [
+            f"pk_item_embeddings_v{version}"]  # the primary key only
+    exact, hnsw = retrieval_comparison(get_engine(), open_store(), version, k=5, n=20)
+    with get_engine().connect() as conn:
+        assert f"ix_item_embeddings_v{version}_hnsw" in {r[0] for r in conn.execute(sa.text(indexes),
+                                                                                   {"t": f"item_embeddings_v{version}"})}
+    assert exact["recall@5_vs_exact"] == 1.0 and exact["queries"] == hnsw["queries"] == 20
+    assert hnsw["index_build_s"] > 0 and hnsw["recall@5_vs_exact"] >= 0.5

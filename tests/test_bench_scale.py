@@ -13,6 +13,9 @@ def test_a_three_times_shop_is_measured_beside_the_bundled_one(tmp_path):
     assert (one["factor"], three["factor"]) == (1, 3)
     assert three["rows_interactions"] == 3 * one["rows_interactions"]  # three independent copies
     assert three["v2_new_rows"] == 3 * one["v2_new_rows"]
+    # The same customers' requests are timed at both factors (copies of them, with the same histories).
+    assert one["api_customers"] == three["api_customers"] > 100
+    assert one["api_customers_rows"] == three["api_customers_rows"] > 0
     for row in (one, three):
         assert row["v1_s"] > 0 and row["v2_s"] > 0 and 0 < row["v2_over_v1"]
         # The wall splits into process start (imports alone take seconds), the steps, and publishing.

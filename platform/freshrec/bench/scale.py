@@ -9,7 +9,8 @@ materialization; version 1 and version 2 (on week 14) made by ``freshrec update`
 seconds, each step's seconds from the version's own timings, peak RSS); ``freshrec serve`` on it
 (seconds to ready, RSS once ready, seconds for a hot swap, seconds until it holds every item's
 co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and
-8); the rows of each table and the database's size. At 1x, ``feast serve`` hands the same
+8, the same customers at every factor: ``returning_customers``); the rows of each table and the
+database's size. At 1x, ``feast serve`` hands the same
 customers' features over HTTP beside it, in turns with the API at concurrency 1: the floor a
 recommendation stands on.
 """
@@ -52,9 +53,7 @@ def copies(factor: int, out: Path) -> Path:
     rows = purchases[purchases["InvoiceDate"] < pd.Timestamp(WEEK_14[1], tz="UTC") + pd.Timedelta(days=1)]
     parts = []
     for c in range(factor):
-        suffix = f"-{c}" if c else ""
-        parts.append(rows.assign(InvoiceNo=rows["InvoiceNo"] + suffix, StockCode=rows["StockCode"] + suffix,
-                                 CustomerID=rows["CustomerID"] + suffix))
+        parts.append(rows.assign(**{column: rows[column] + _suffix(c) for column in ("InvoiceNo", "StockCode", "CustomerID")}))
     path = out / f"shop-{factor}x.parquet"
     pd.concat(parts, ignore_index=True).to_parquet(path, index=False)
     return path
@@ -165,6 +164,30 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
     return out
 
 
+def returning_customers(engine, factor: int) -> tuple[list[str], int]:
+    """The customers whose requests are timed: the same ones at every factor, so that a factor's latency
+    differs from another's by the shop's size alone, not by whose history is ranked.
+
+    They are the bundled shop's customers of week 14 (v2's cut), in id order, the n-th one taken from
+    copy n mod ``factor``. A sample of the cut's customers at each factor would weigh each customer
+    differently: at 10x, ``LIMIT 400`` took 40 customers' ten copies each, and one heavy customer's
+    copies alone were a fortieth of the requests, against one in 242 at 1x. Also returned: their rows,
+    equal at every factor."""
+    with engine.connect() as conn:
+        base = [r[0] for r in conn.execute(sa.text(
+            "SELECT DISTINCT i.user_id FROM interactions i JOIN watermarks w ON w.version = 2 "
+            "WHERE i.ingest_xid >= w.xid_from AND i.ingest_xid < w.xid_to AND i.user_id !~ '-[0-9]+$' "
+            "ORDER BY i.user_id"))]
+        users = [user + _suffix(n % factor) for n, user in enumerate(base)]
+        rows = conn.execute(sa.text("SELECT count(*) FROM interactions WHERE user_id = ANY(:u)"), {"u": users}).scalar()
+    return users, rows
+
+
+def _suffix(copy: int) -> str:
+    """What copy ``copy``'s ids of items, customers and invoices end with (copy 0 keeps the bundled shop's)."""
+    return f"-{copy}" if copy else ""
+
+
 def _sizes(engine) -> dict:
     with engine.connect() as conn:
         rows = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES}
@@ -204,10 +227,8 @@ def measure(factor: int, base, base_url: str, base_model: str, work: Path, port:
                     **{f"v2_{k}": v for k, v in _timings(engine, 2, v2["wall_s"]).items()}})
         # Without the process around the run (a fixed cost: `freshrec update --watch` pays its start once).
         row["v2_over_v1_after_start"] = (v2["wall_s"] - row["v2_start_s"]) / (v1["wall_s"] - row["v1_start_s"])
-        with engine.connect() as conn:
-            users = [r[0] for r in conn.execute(sa.text(
-                "SELECT DISTINCT i.user_id FROM interactions i JOIN watermarks w ON w.version = 2 "
-                "WHERE i.ingest_xid >= w.xid_from AND i.ingest_xid < w.xid_to LIMIT 400"))]
+        users, row["api_customers_rows"] = returning_customers(engine, factor)
+        row["api_customers"] = len(users)
         row.update({f"api_{k}": v for k, v in _api(env, port, users, concurrencies, seconds,
                                                     work / f"serve-{factor}x.log", feast=settings if factor == 1 else None).items()})
         row.update({f"rows_{k}": v for k, v in _sizes(engine).items()})

@@ -15,10 +15,13 @@ def serve(
     """Serve recommendations, search and events; follows promotions and rollbacks without a restart."""
     import uvicorn
 
+    from freshrec.serving.threads import limit_compute_threads
+
     settings = get_settings()
     with user_errors():
         migrated_engine()
     host, port = host or settings.serving.host, port or settings.serving.port
     typer.echo(f"serving on http://{host}:{port}  (docs: /docs, metrics: /metrics)")
+    limit_compute_threads(settings.serving.compute_threads)  # this process serves until it exits
     uvicorn.run("freshrec.serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")

@@ -303,18 +303,12 @@ class CoPurchaseCut(Base):
 
 class ItemEmbedding(Base):
     """A version's item vectors, one LIST partition per version (``item_embeddings_v<N>``, made by the
-    publish): each version's own HNSW index, and dropping a version's vectors drops its partition."""
+    publish): dropping a version's vectors drops its partition. No vector index: the API reads a
+    version's vectors whole and ranks them in process, and an index nobody queried cost every publish
+    a build over the whole catalog (migration e2b4d6f8a0c3)."""
 
     __tablename__ = "item_embeddings"
-    __table_args__ = (
-        sa.Index(
-            "ix_item_embeddings_hnsw",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_ops={"embedding": "vector_cosine_ops"},
-        ),
-        {"postgresql_partition_by": "LIST (version)"},
-    )
+    __table_args__ = ({"postgresql_partition_by": "LIST (version)"},)
     version: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.version"), primary_key=True)
     item_id: Mapped[str] = mapped_column(sa.ForeignKey("items.item_id"), primary_key=True)
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM))

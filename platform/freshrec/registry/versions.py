@@ -192,10 +192,9 @@ def _float_array(values) -> str:
 
 
 def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[str], item_vecs: np.ndarray) -> None:
-    """The version's own partition of ``item_embeddings`` (``db.partitions``), with its own HNSW index
-    (the number is ours: model_versions is locked)."""
-    with new_partition(conn, "item_embeddings", version, key="version, item_id",
-                       indexes=("USING hnsw (embedding vector_cosine_ops)",)) as table:
+    """The version's own partition of ``item_embeddings`` (``db.partitions``; the number is ours:
+    model_versions is locked)."""
+    with new_partition(conn, "item_embeddings", version, key="version, item_id") as table:
         _copy_in(raw, f"COPY {table} (version, item_id, embedding) FROM STDIN",
                  ((version, item_id, to_literal(vec)) for item_id, vec in zip(item_ids, item_vecs)))
 
