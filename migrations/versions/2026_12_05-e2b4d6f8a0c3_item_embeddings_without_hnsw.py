@@ -6,7 +6,8 @@ version's vectors once and ranks them in process. At 10x the bundled shop that b
 part of a publish that followed the catalog rather than the cut. Dropping the parent index drops
 every partition's. Whoever wants SQL nearest-neighbour search over one version builds an index on
 its partition (``CREATE INDEX ON item_embeddings_v<N> USING hnsw (embedding vector_cosine_ops)``),
-as ``freshrec bench serve``'s retrieval comparison does.
+as ``freshrec bench serve``'s retrieval comparison does. The downgrade builds the index on every
+version's partition again, in one transaction: minutes on a large catalog, with publishes waiting.
 
 Revision ID: e2b4d6f8a0c3
 Revises: d0f2a4b6c8e1

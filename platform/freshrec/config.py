@@ -37,7 +37,7 @@ class ServingSettings(BaseModel):
     max_batch: int = 1000
     max_text_chars: int = 512
     poll_seconds: float = Field(1.0, description="how often the API checks the current-version pointer")
-    # ``serving.threads``: a second BLAS or OpenMP thread spins between a request's small calls.
+    # Why one (``freshrec.serving.threads``): a second BLAS or OpenMP thread spins between a request's small calls.
     compute_threads: int = Field(1, ge=1, description="BLAS and torch threads per API process while it serves")
     # Every read (versions, lineage, catalog search too) needs a token; per-user reads always do
     # outside development (see Settings.per_user_reads_need_token).

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
-# Fixed by the schema: HNSW indexes need a declared dimension. Changing it is a migration.
+# Fixed by the schema (``vector(128)``, and any vector index built on it). Changing it is a migration.
 EMBEDDING_DIM = 128
 EVENT_TYPES = ("view", "click", "cart", "purchase")
 # erased: trained on rows a customer's erasure removed; its artifacts and vectors are deleted, its lineage
