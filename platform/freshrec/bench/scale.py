@@ -170,9 +170,9 @@ def returning_customers(engine, factor: int) -> tuple[list[str], int]:
 
     They are the bundled shop's customers of week 14 (v2's cut), in id order, the n-th one taken from
     copy n mod ``factor``. A sample of the cut's customers at each factor would weigh each customer
-    differently: at 10x, ``LIMIT 400`` took 40 customers' ten copies each, and one heavy customer's
-    copies alone were a fortieth of the requests, against one in 242 at 1x. Also returned: their rows,
-    equal at every factor."""
+    differently: at 10x, ``LIMIT 400`` of 2,420 could take whole groups of one customer's ten copies,
+    so a heavy customer weighed up to ten times more in the tail than at 1x. Also returned: their
+    rows, equal at every factor."""
     with engine.connect() as conn:
         base = [r[0] for r in conn.execute(sa.text(
             "SELECT DISTINCT i.user_id FROM interactions i JOIN watermarks w ON w.version = 2 "

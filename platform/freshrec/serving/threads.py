@@ -1,9 +1,8 @@
 """The API's arithmetic threads: one per process by default (``serving.compute_threads``).
 
 A request's arithmetic is small (one customer against the catalog), and a second BLAS or OpenMP
-thread spins between the calls: measured at 10x the bundled shop with sequential requests, that
-thread took 12 of the API process's 32 CPU seconds in 20 s, a core that PostgreSQL and the other
-requests needed. More cores serve more requests through more processes (``freshrec serve --workers``).
+thread spins between the calls, taking a core that PostgreSQL and the other requests need (seen
+by hand at 10x the bundled shop, sequential requests: most of a core for that one thread). More cores serve more requests through more processes (``freshrec serve --workers``).
 """
 from __future__ import annotations
 
