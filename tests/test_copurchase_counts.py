@@ -1,7 +1,8 @@
 """Co-purchase counts as SQL state (``ranking.pair_counts``): after several incremental updates, after
 an upgrade from versions published before the state existed, and after an erasure, every version's
 lineage sum equals a rebuild from the raw rows; after the updates and the upgrade, its neighbours
-equal the in-process computation.
+equal the in-process computation. The same round trip through the migrations checks that dropping
+the item vectors' HNSW index (``e2b4d6f8a0c3``) drops every version's and keeps every vector.
 """
 from datetime import date
 
@@ -168,18 +169,28 @@ def test_counts_follow_the_cuts_and_equal_a_rebuild_through_updates_an_upgrade_a
     # through the upgrade, and the same sums.
     from freshrec.db import downgrade, upgrade
 
+    # On the way, ``e2b4d6f8a0c3``: the downgrade gives every version's partition of item_embeddings an
+    # HNSW index again, and the upgrade drops them all, leaving every vector.
+    hnsw = ("SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'item_embeddings_v%' "
+            "AND indexdef LIKE '%USING hnsw%'")
+    partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'item_embeddings'::regclass"
     with engine.connect() as conn:
         unordered = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts")).scalar()
+        vectors = conn.execute(sa.text("SELECT count(*) FROM item_embeddings")).scalar()
+        assert conn.execute(sa.text(hnsw)).scalar() == 0
     engine.dispose()
     downgrade(module_db, "a7c9e1f3b5d7")
     with engine.connect() as conn:
         both_ways = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts")).scalar()
         mirrored = conn.execute(sa.text("SELECT count(*) FROM copurchase_counts WHERE item_a > item_b")).scalar()
+        assert conn.execute(sa.text(hnsw)).scalar() == conn.execute(sa.text(partitions)).scalar() > 0
     assert both_ways > unordered and mirrored == both_ways - unordered
     upgrade(module_db)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM copurchase_counts")).scalar() == unordered
         assert conn.execute(sa.text("SELECT sum(pair_rows) FROM copurchase_cuts")).scalar() == unordered
+        assert conn.execute(sa.text(hnsw)).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM item_embeddings")).scalar() == vectors
     for version in (1, 2, 3):
         _assert_counts_rebuild(version)
 
