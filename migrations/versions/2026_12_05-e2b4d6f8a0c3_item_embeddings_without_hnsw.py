@@ -3,8 +3,8 @@
 Every publish built an HNSW graph over the whole catalog's vectors in the version's partition (the
 partitioned parent index forced one per partition), and nothing queried it: the API loads a
 version's vectors once and ranks them in process. The build's cost followed the catalog, not the
-new rows. Dropping the parent index drops every partition's. Whoever wants SQL nearest-neighbour search over one version builds an index on
-its partition (``CREATE INDEX ON item_embeddings_v<N> USING hnsw (embedding vector_cosine_ops)``),
+new rows. Dropping the parent index drops every partition's. Whoever wants SQL nearest-neighbour
+search over one version builds an index on its partition (``CREATE INDEX ON item_embeddings_v<N> USING hnsw (embedding vector_cosine_ops)``),
 as ``freshrec bench serve``'s retrieval comparison does. The downgrade builds the index on every
 version's partition again, in one transaction: minutes on a large catalog, with publishes waiting.
 

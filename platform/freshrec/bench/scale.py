@@ -10,9 +10,8 @@ seconds, each step's seconds from the version's own timings, peak RSS); ``freshr
 (seconds to ready, RSS once ready, seconds for a hot swap, seconds until it holds every item's
 co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and
 8, the same customers at every factor: ``returning_customers``); the rows of each table and the
-database's size. At 1x, ``feast serve`` hands the same
-customers' features over HTTP beside it, in turns with the API at concurrency 1: the floor a
-recommendation stands on.
+database's size. At 1x, ``feast serve`` hands the same customers' features over HTTP beside it, in
+turns with the API at concurrency 1: the floor a recommendation stands on.
 """
 from __future__ import annotations
 
@@ -53,7 +52,8 @@ def copies(factor: int, out: Path) -> Path:
     rows = purchases[purchases["InvoiceDate"] < pd.Timestamp(WEEK_14[1], tz="UTC") + pd.Timedelta(days=1)]
     parts = []
     for c in range(factor):
-        parts.append(rows.assign(**{column: rows[column] + _suffix(c) for column in ("InvoiceNo", "StockCode", "CustomerID")}))
+        parts.append(rows.assign(**{column: rows[column] + _suffix(c)
+                                    for column in ("InvoiceNo", "StockCode", "CustomerID")}))
     path = out / f"shop-{factor}x.parquet"
     pd.concat(parts, ignore_index=True).to_parquet(path, index=False)
     return path

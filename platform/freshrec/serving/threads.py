@@ -2,7 +2,8 @@
 
 A request's arithmetic is small (one customer against the catalog), and a second BLAS or OpenMP
 thread spins between the calls, taking a core that PostgreSQL and the other requests need (seen
-by hand at 10x the bundled shop, sequential requests: most of a core for that one thread). More cores serve more requests through more processes (``freshrec serve --workers``).
+by hand at 10x the bundled shop, sequential requests: most of a core for that one thread). More
+cores serve more requests through more processes (``freshrec serve --workers``).
 """
 from __future__ import annotations
 
