@@ -28,6 +28,9 @@ def test_a_three_times_shop_is_measured_beside_the_bundled_one(tmp_path):
     # 10-second run at 1x, once) is recorded in the JSON; more than two fail this.
     assert one["api_feast_serve_p99_ms_c1"] >= one["api_feast_serve_p50_ms_c1"] > 0 and one["api_feast_serve_errors_c1"] <= 2
     assert one["api_p99_over_feast_serve_c1"] > 0 and one["api_p50_over_feast_serve_c1"] > 0
+    # The ratio to feast serve is taken in turns; the API's own figures, as at every factor, in one stretch.
+    assert one["api_p99_over_feast_serve_c1"] == one["api_in_turns_p99_ms_c1"] / one["api_feast_serve_p99_ms_c1"]
+    assert one["api_in_turns_errors_c1"] == 0 and "api_in_turns_p99_ms_c1" not in three
     assert "api_p99_over_feast_serve_c1" in (out / "scale.md").read_text()
     assert "api_feast_serve_p99_ms_c1" not in three  # the yardstick is measured at 1x only
     (grown,) = result["growth"]

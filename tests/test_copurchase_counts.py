@@ -198,13 +198,14 @@ def test_counts_follow_the_cuts_and_equal_a_rebuild_through_updates_an_upgrade_a
 def test_published_neighbour_arrays_keep_any_item_id_and_strength_exactly(module_db):
     """A publish writes neighbours as array literals it builds itself (``registry.versions``): ids with
     the characters an array literal or COPY treat specially, and float32 strengths, come back as given."""
-    from freshrec.registry.versions import _copy_in, _float_array, _text_array
+    from freshrec.db.frames import copy_rows
+    from freshrec.registry.versions import _float_array, _text_array
 
     ids = ["a,b", 'c"d', "e\\f", "{g}", " h ", "NULL", "x\ty", "z\nw", "ü-1", ""]
     strengths = np.float32([0.1, 1 / 3, 1e-8, 0.99999994, 1.0, 0.0, 2.5e-5, 0.5, 0.25, 0.75])
     with get_engine().begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE arrays (partners text[], strengths float4[])"))
-        _copy_in(conn.connection.driver_connection, "COPY arrays (partners, strengths) FROM STDIN",
+        copy_rows(conn.connection.driver_connection, "COPY arrays (partners, strengths) FROM STDIN",
                  [(_text_array(ids), _float_array(strengths.tolist()))])
         partners, stored = conn.execute(sa.text("SELECT partners, strengths FROM arrays")).one()
     assert partners == ids

@@ -107,3 +107,31 @@ def test_the_replay_sample_changes_from_version_to_version(module_db):
 def test_gate_arguments_are_checked(bad):
     with pytest.raises(ValueError, match="invalid gate argument"):
         GateArguments(**bad)
+
+
+
+def test_baskets_are_never_split_and_a_guard_moment_seen_in_training_is_dropped_whatever_the_time_unit():
+    """Basket boundaries and the guard's check compare moments as numbers: the same moment in another
+    time unit is the same moment; one a microsecond later is another basket."""
+    import pandas as pd
+
+    from freshrec.training.dataset import split_by_basket
+    from freshrec.updater.gate import slice_baskets
+
+    base = pd.Timestamp("2011-03-01 10:00", tz="UTC")
+    later = [pd.Timedelta(0), pd.Timedelta(0), pd.Timedelta(microseconds=1), pd.Timedelta(hours=1),
+             pd.Timedelta(hours=1), pd.Timedelta(hours=2)]
+    rows = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b", "a"], "event_timestamp": [base + d for d in later],
+                         "interaction_id": range(6), "user_text": "t", "n_events": 1, "n_baskets": 1})
+    for fraction in (0.5, 0.4):  # 0.4 asks for a cut inside b's basket (row 4): it moves to the basket's first row
+        older, newer = split_by_basket(rows, fraction)
+        assert list(older["interaction_id"]) == [0, 1, 2] and list(newer["interaction_id"]) == [3, 4, 5]
+    older, newer = split_by_basket(rows, 0.7)  # a's two moments a microsecond apart are two baskets
+    assert list(older["interaction_id"]) == [0, 1] and list(newer["interaction_id"]) == [2, 3, 4, 5]
+
+    # Trained rows in microseconds, the guard's in nanoseconds: a's first moment and b's are trained on.
+    trained = pd.DataFrame({"user_id": ["a", "b"], "event_timestamp": [base, base + pd.Timedelta(hours=1)]})
+    trained["event_timestamp"] = trained["event_timestamp"].astype("datetime64[us, UTC]")
+    guard = slice_baskets(rows.iloc[:0], rows, trained, limit=100)["guard"]
+    assert list(zip(guard["user_id"], guard["event_timestamp"] - base)) == [
+        ("a", pd.Timedelta(microseconds=1)), ("a", pd.Timedelta(hours=2))]

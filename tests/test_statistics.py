@@ -70,6 +70,30 @@ def test_a_table_that_grew_past_its_histogram_is_analysed_once_and_its_new_rows_
         _drop(engine)
 
 
+def _pending_pages(engine) -> int:
+    """Merges the probe's GIN pending list, returning its pages: what was still waiting there."""
+    with engine.begin() as conn:
+        return conn.execute(sa.text("SELECT gin_clean_pending_list('ix_stats_probe_words')")).scalar()
+
+
+def test_a_changed_tables_gin_pending_list_is_merged_with_its_analyse(module_db):
+    """A search scans a GIN index's whole pending list until it is merged; a manual ANALYZE leaves it."""
+    engine = get_engine()
+    _probe(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE stats_probe ADD COLUMN words tsvector "
+                                 "GENERATED ALWAYS AS (to_tsvector('english', 'item number ' || n)) STORED"))
+            conn.execute(sa.text("CREATE INDEX ix_stats_probe_words ON stats_probe USING gin (words)"))
+        _insert(engine, 1, 5_000)
+        assert _pending_pages(engine) > 0  # new entries wait in the list (fastupdate, the default)
+        _insert(engine, 5_001, 10_000)
+        assert "stats_probe" in analyze_changed(engine)
+        assert _pending_pages(engine) == 0
+    finally:
+        _drop(engine)
+
+
 def test_materialize_analyses_what_a_load_changed(module_db):
     """``features materialize`` runs right after a load: Feast's point-in-time reads plan on fresh statistics."""
     from freshrec.config import get_settings

@@ -265,7 +265,7 @@ def test_a_version_from_older_code_with_fewer_features_serves_and_its_child_star
     import numpy as np
     from safetensors.torch import save as save_st
 
-    from freshrec.db.vectors import from_literal
+    from freshrec.db.vectors import from_literal, read_vectors
     from freshrec.features import online_users
     from freshrec.models.ranker import Ranker
     from freshrec.ranking.candidates import FEATURES
@@ -299,6 +299,11 @@ def test_a_version_from_older_code_with_fewer_features_serves_and_its_child_star
         timings={}, **fields), Cut(row["xid_to"], row["xid_to"], (), None, None),
         [r[0] for r in items], np.stack([from_literal(r[1]) for r in items]))
     assert status == "promoted"
+    with engine.connect() as conn:  # binary COPY: the float32 vectors published are the ones handed over, bit for bit
+        ids, vecs = read_vectors(conn, "SELECT item_id, embedding FROM item_embeddings WHERE version = %(v)s "
+                                       "ORDER BY item_id", {"v": old_version})
+    assert [i for (i,) in ids] == [r[0] for r in items]
+    assert np.array_equal(vecs, np.stack([from_literal(r[1]) for r in items]))
 
     from freshrec.features import materialize
 

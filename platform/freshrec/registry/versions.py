@@ -10,8 +10,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from freshrec.db.frames import copy_rows
 from freshrec.db.partitions import new_partition
-from freshrec.db.vectors import to_literal
+from freshrec.db.vectors import copy_vectors
 from freshrec.faults import crash_point
 from freshrec.ranking.pair_counts import RankedNeighbours, carry_neighbours, count_lineage
 from freshrec.training.watermark import Cut
@@ -158,25 +159,18 @@ def publish(engine: Engine, new: NewVersion, cut: Cut, item_ids: list[str], item
         _embeddings_partition(conn, raw, version, item_ids, item_vecs)
         count_lineage(conn, version)  # its cut's pairs (and any ancestor's not counted yet)
         if neighbours is not None:
-            _copy_in(raw, "COPY item_neighbours (version, item_id, partners, strengths, computed_by) FROM STDIN",
-                     ((version, r.item_id, _text_array(r.partners), _float_array(r.strengths), version)
-                      for r in neighbours.frame.itertuples(index=False)))
+            copy_rows(raw, "COPY item_neighbours (version, item_id, partners, strengths, computed_by) FROM STDIN",
+                      ((version, r.item_id, _text_array(r.partners), _float_array(r.strengths), version)
+                       for r in neighbours.frame.itertuples(index=False)))
             if neighbours.carried_from is not None:
                 carry_neighbours(conn, version, neighbours.carried_from, neighbours.ranked)
         if quarantined is not None and len(quarantined):
-            _copy_in(raw, "COPY quarantined_rows (version, interaction_id, reason) FROM STDIN",
-                     ((version, int(r.interaction_id), r.reason) for r in quarantined.itertuples(index=False)))
+            copy_rows(raw, "COPY quarantined_rows (version, interaction_id, reason) FROM STDIN",
+                      ((version, int(r.interaction_id), r.reason) for r in quarantined.itertuples(index=False)))
         if new.status == "promoted":
             move_pointer(conn, version, "promote", "updater", "passed the gate")
         crash_point("before-commit")
     return version, new.status
-
-
-def _copy_in(raw, statement: str, rows) -> None:
-    """Rows (tuples) in by COPY on the publish transaction's own connection: a version's bulk rows."""
-    with raw.cursor().copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 # A version's neighbours are about 100 partners for each of its items: psycopg adapts a list element by
@@ -195,8 +189,8 @@ def _embeddings_partition(conn: Connection, raw, version: int, item_ids: list[st
     """The version's own partition of ``item_embeddings`` (``db.partitions``; the number is ours:
     model_versions is locked)."""
     with new_partition(conn, "item_embeddings", version, key="version, item_id") as table:
-        _copy_in(raw, f"COPY {table} (version, item_id, embedding) FROM STDIN",
-                 ((version, item_id, to_literal(vec)) for item_id, vec in zip(item_ids, item_vecs)))
+        copy_vectors(raw, f"COPY {table} (version, item_id, embedding) FROM STDIN (FORMAT BINARY)",
+                     ["integer", "text", "vector"], zip([version] * len(item_ids), item_ids, item_vecs))
 
 
 def move_pointer(conn: Connection, version: int, action: str, actor: str, reason: str) -> None:

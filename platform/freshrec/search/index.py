@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from freshrec.db.vectors import read_vectors, to_literal
+from freshrec.db.vectors import copy_vectors, read_vectors
 from freshrec.models.encoder import Encoder
 
 ITEM_TEXT = "concat_ws(' | ', i.title, i.category, i.description)"
@@ -25,12 +25,12 @@ WHERE v.item_id IS NULL OR v.text_sha256 <> sha256(convert_to({ITEM_TEXT}, 'UTF8
 ORDER BY i.item_id"""
 _UPSERT = """
 INSERT INTO item_search_vectors (encoder, item_id, text_sha256, embedding)
-SELECT :encoder, item_id, sha256(convert_to(text, 'UTF8')), CAST(embedding AS vector) FROM _search_vectors
+SELECT :encoder, item_id, sha256(convert_to(text, 'UTF8')), embedding FROM _search_vectors
 ON CONFLICT (encoder, item_id) DO UPDATE SET text_sha256 = EXCLUDED.text_sha256, embedding = EXCLUDED.embedding,
     written_xid = pg_current_xact_id()"""
 _LOAD = f"""
 SELECT v.item_id, i.title, v.embedding FROM item_search_vectors v JOIN items i USING (item_id)
-WHERE v.encoder = :encoder AND v.text_sha256 = sha256(convert_to({ITEM_TEXT}, 'UTF8')) ORDER BY v.item_id"""
+WHERE v.encoder = %(encoder)s AND v.text_sha256 = sha256(convert_to({ITEM_TEXT}, 'UTF8')) ORDER BY v.item_id"""
 _CHANGED = "SELECT coalesce(max(written_xid)::text, '0') FROM items"
 
 
@@ -47,11 +47,11 @@ def catch_up(engine, encoder: Encoder, digest: str, max_tokens: int = 32, batch:
         vecs = normalised(encoder.pooled_all(part["text"].tolist(), max_tokens).cpu().numpy())
         with engine.begin() as conn:
             raw = conn.connection.driver_connection
-            with raw.cursor() as cur:
-                cur.execute("CREATE TEMP TABLE _search_vectors (item_id text, text text, embedding text) ON COMMIT DROP")
-                with cur.copy("COPY _search_vectors (item_id, text, embedding) FROM STDIN") as copy:
-                    for item, text, vec in zip(part["item_id"], part["text"], vecs):
-                        copy.write_row((item, text, to_literal(vec)))
+            with raw.cursor() as cursor:
+                cursor.execute("CREATE TEMP TABLE _search_vectors (item_id text, text text, embedding vector) "
+                               "ON COMMIT DROP")
+            copy_vectors(raw, "COPY _search_vectors (item_id, text, embedding) FROM STDIN (FORMAT BINARY)",
+                         ["text", "text", "vector"], zip(part["item_id"], part["text"], vecs))
             conn.execute(sa.text(_UPSERT), {"encoder": digest})
     return len(stale)
 

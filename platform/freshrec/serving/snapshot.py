@@ -249,7 +249,7 @@ class Snapshot:
 
 _ITEMS_SQL = """
 SELECT e.item_id, i.title, e.embedding
-FROM item_embeddings e JOIN items i USING (item_id) WHERE e.version = :v ORDER BY e.item_id"""
+FROM item_embeddings e JOIN items i USING (item_id) WHERE e.version = %(v)s ORDER BY e.item_id"""
 
 
 def _consumed_copurchase(engine: Engine, xid_to: str, item_ids: np.ndarray) -> Neighbours:

@@ -113,8 +113,12 @@ def split_by_basket(rows: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, 
     if len(rows) < 2:
         return rows, rows.iloc[:0]
     rows = rows.sort_values(["event_timestamp", "user_id", "interaction_id"])
-    basket = rows["user_id"].astype(str) + "\x00" + rows["event_timestamp"].astype(str)
-    first_row = ~basket.duplicated().to_numpy()
+    # Sorted so, a basket's rows are contiguous: one starts where the user or the moment changes
+    # (compared as numbers: formatting every timestamp as text took most of this).
+    user = rows["user_id"].to_numpy()
+    when = pd.to_datetime(rows["event_timestamp"], utc=True).to_numpy(dtype="datetime64[ns]")
+    first_row = np.ones(len(rows), bool)
+    first_row[1:] = (user[1:] != user[:-1]) | (when[1:] != when[:-1])
     target = len(rows) - max(1, int(round(len(rows) * fraction)))
     starts = np.flatnonzero(first_row)
     cut = starts[np.argmin(np.abs(starts - target))] if len(starts) > 1 else len(rows)

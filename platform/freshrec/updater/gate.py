@@ -48,8 +48,10 @@ class Verdict:
 def slice_baskets(gate_rows: pd.DataFrame, guard_rows: pd.DataFrame, trained: pd.DataFrame,
                   limit: int) -> dict[str, pd.DataFrame]:
     """Each slice's baskets; a guard basket that shares a moment with a trained row is dropped."""
-    seen = set(zip(trained["user_id"], trained["event_timestamp"]))
-    guard = guard_rows[[k not in seen for k in zip(guard_rows["user_id"], guard_rows["event_timestamp"])]]
+    def moments(rows: pd.DataFrame) -> pd.MultiIndex:
+        return pd.MultiIndex.from_arrays([rows["user_id"], pd.to_datetime(rows["event_timestamp"], utc=True)])
+
+    guard = guard_rows[~moments(guard_rows).isin(moments(trained))]
     return {"gate": basket_frame(gate_rows, limit), "guard": basket_frame(guard, limit)}
 
 
