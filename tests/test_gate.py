@@ -95,8 +95,10 @@ def test_the_replay_sample_changes_from_version_to_version(module_db):
 
     with get_engine().connect() as conn:
         horizon = conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar()
-    cuts = [Cut(horizon, str(int(horizon) + n), (), None, None) for n in (1, 2)]
+    cuts = [Cut(horizon, str(int(horizon) + n), ids, None, None) for n, ids in ((1, (7, 8)), (2, (9,)))]
     seeds = [sample_seed(0, c) for c in cuts]
+    # The seed follows the rows the cut holds, not its transaction ids (which other work moves).
+    assert sample_seed(0, Cut("5", "9", (7, 8), None, None)) == seeds[0]
     draws = [older_ids(get_engine(), horizon, 200, s) for s in seeds]
     assert seeds[0] != seeds[1] and all(len(d) == 200 and len(set(d)) == 200 for d in draws)
     assert len(set(draws[0]) & set(draws[1])) < 150
