@@ -76,7 +76,7 @@ def _pending_pages(engine) -> int:
         return conn.execute(sa.text("SELECT gin_clean_pending_list('ix_stats_probe_words')")).scalar()
 
 
-def test_a_changed_tables_gin_pending_list_is_merged_with_its_analyse(module_db):
+def test_every_gin_pending_list_is_merged_with_the_analyse_even_below_its_threshold(module_db):
     """A search scans a GIN index's whole pending list until it is merged; a manual ANALYZE leaves it."""
     engine = get_engine()
     _probe(engine)
@@ -89,6 +89,12 @@ def test_a_changed_tables_gin_pending_list_is_merged_with_its_analyse(module_db)
         assert _pending_pages(engine) > 0  # new entries wait in the list (fastupdate, the default)
         _insert(engine, 5_001, 10_000)
         assert "stats_probe" in analyze_changed(engine)
+        assert _pending_pages(engine) == 0
+        # A few rows, too few to analyse the table again, still fill the list: it is merged all the same.
+        _insert(engine, 10_001, 10_050)
+        assert _pending_pages(engine) > 0
+        _insert(engine, 10_051, 10_100)
+        assert "stats_probe" not in analyze_changed(engine)
         assert _pending_pages(engine) == 0
     finally:
         _drop(engine)

@@ -10,8 +10,9 @@ seconds, each step's seconds from the version's own timings, peak RSS); ``freshr
 (seconds to ready, RSS once ready, seconds for a hot swap, seconds until it holds every item's
 co-purchase partners and its RSS then, a returning customer's recommendation at concurrency 1 and
 8, the same customers at every factor: ``returning_customers``, each in one stretch); the rows of
-each table and the database's size. At 1x, ``feast serve`` also hands the same customers' features
-over HTTP beside it, in turns with the API at concurrency 1 (``api_in_turns_*``): the floor a
+each table and the database's size. At 1x, once the API's own stretches are done, ``feast serve``
+also hands the same customers' features over HTTP beside it, in turns with the API at concurrency 1
+(``api_in_turns_*``): the floor a
 recommendation stands on. The factors' latencies are compared on the one-stretch figures, measured
 alike at every factor.
 """
@@ -106,10 +107,18 @@ def _timings(engine, version: int, wall_s: float) -> dict:
     return {**timings, "publish_s": float(run_s) - timings["total_s"], "start_s": wall_s - float(run_s)}
 
 
+def _record(out: dict, name: str, c: int, measured) -> None:
+    """One load's p50, p99 and errors into ``out``, prefixed by the name unless it is the API's own stretch."""
+    latencies, errors, took = measured
+    row = _row(name, c, latencies, took, errors)
+    prefix = "" if name == "api" else f"{name}_"
+    out[f"{prefix}p50_ms_c{c}"], out[f"{prefix}p99_ms_c{c}"], out[f"{prefix}errors_c{c}"] = row["p50_ms"], row["p99_ms"], errors
+
+
 def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, log: Path, feast: Settings | None) -> dict:
     """The API on this factor's database; with ``feast`` (its settings), Feast's own server on it beside,
-    answering the same customers' features in turns with the API's recommendations (after the API's
-    own stretch, which every factor measures alike)."""
+    answering the same customers' features in turns with the API's recommendations; it starts after the
+    API's own stretches, so that every factor measures those alike, with no other server running."""
     from freshrec.features.store import USER_ACTIVITY, USER_TEXT
 
     url, feast_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
@@ -141,26 +150,21 @@ def _api(env: dict, port: int, users: list[str], concurrencies, seconds: float, 
         out["partners_held_s"] = time.perf_counter() - t0
         out["rss_held_mib"] = _rss_mib(proc)
         servers = {"api": (url, [f"/v1/users/{u}/recommendations?k=20" for u in users])}
-        if feast:  # the same customers' features from Feast's own feature server
+        asyncio.run(_http_load(url, servers["api"][1][:50], 1, 2.0))  # warm-up
+        for c in concurrencies:
+            # In one stretch at every factor, with nothing else serving: what the factors are compared on.
+            _record(out, "api", c, asyncio.run(_http_load(url, servers["api"][1], c, seconds)))
+        if feast:  # then the same customers' features from Feast's own server, in turns with the API's
             feast_server = _feast_serve(port + 1, feast)
             wait_ready(feast_url, path="/health", proc=feast_server)
             servers["feast_serve"] = (feast_url, [
                 ("/get-online-features", {"features": [USER_TEXT, *USER_ACTIVITY], "entities": {"user_id": [u]}})
                 for u in users])
-        for name, (base, targets) in servers.items():  # warm-up
-            asyncio.run(_http_load(base, targets[:50], 1, 2.0))
-        for c in concurrencies:
-            # In one stretch at every factor: what the factors' latencies are compared on.
-            measured = {"api": asyncio.run(_http_load(url, servers["api"][1], c, seconds))}
-            if c == 1 and feast:  # and in turns with feast serve, side by side: the ratio to its floor
-                turns = asyncio.run(_in_turns(servers, seconds))
-                measured.update({"in_turns": turns["api"], "feast_serve": turns["feast_serve"]})
-            for name, (latencies, errors, took) in measured.items():
-                row = _row(name, c, latencies, took, errors)
-                prefix = "" if name == "api" else f"{name}_"
-                out[f"{prefix}p50_ms_c{c}"], out[f"{prefix}p99_ms_c{c}"], out[f"{prefix}errors_c{c}"] = (
-                    row["p50_ms"], row["p99_ms"], errors)
-        if feast:
+            for base, targets in servers.values():  # warm-up
+                asyncio.run(_http_load(base, targets[:50], 1, 2.0))
+            turns = asyncio.run(_in_turns(servers, seconds))
+            _record(out, "in_turns", 1, turns["api"])
+            _record(out, "feast_serve", 1, turns["feast_serve"])
             out["p99_over_feast_serve_c1"] = out["in_turns_p99_ms_c1"] / out["feast_serve_p99_ms_c1"]
             out["p50_over_feast_serve_c1"] = out["in_turns_p50_ms_c1"] / out["feast_serve_p50_ms_c1"]
     finally:

@@ -29,11 +29,13 @@ def sample_seed(seed: int, cut: Cut) -> int:
     """The seed of one update's sampling (replay, guard, negatives): fixed by the cut, new for each version.
 
     A constant seed would replay the same older rows every week; this one is recorded in lineage. It is
-    drawn from the rows the cut holds (their count and ids), not from its transaction ids: those depend on
+    hashed from the ids of the rows the cut holds, not from its transaction ids: those depend on
     everything else the database did (autovacuum's analyses take xids too), so the same data loaded the
-    same way drew a different replay sample, and a verdict near the gate's floor went either way.
+    same way drew a different replay sample, and a verdict near the gate's floor went either way. So an
+    update retried on the same rows (after a rejection, or a rollback) draws the same sample and gets
+    the same verdict: new rows, not a second roll, change it.
     """
-    digest = hashlib.sha256(f"{seed}:{cut.row_count}:{min(cut.ids, default=0)}:{cut.id_sum}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}:".encode() + np.asarray(cut.ids, "<i8").tobytes()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 

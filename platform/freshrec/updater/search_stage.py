@@ -133,7 +133,10 @@ def query_pairs(engine, cut: Cut, side: SearchSide, seed: int, args: SearchArgum
     if n_replay:
         ids = older_ids(engine, cut.xid_from, n_replay, seed, where=_SIGNALS)
         with engine.connect() as conn:
-            replay = _usable(pd.read_sql(sa.text(_BY_ID), conn, params={"ids": ids}), side, exclusions)
+            replay = pd.read_sql(sa.text(_BY_ID), conn, params={"ids": ids})
+        # In the draw's order, not the plan's: the same cut trains on the same rows in the same order.
+        replay = _usable(replay.sort_values("interaction_id", key=lambda s: s.map({i: n for n, i in enumerate(ids)})),
+                         side, exclusions)
     return QueryPairs(pd.concat([train, replay], ignore_index=True), valid, gate, len(new), len(replay),
                       len(new) - len(usable))
 
