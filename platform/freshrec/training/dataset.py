@@ -39,6 +39,13 @@ def sample_seed(seed: int, cut: Cut) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def in_draw_order(rows: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
+    """``rows`` (read by id) in the order ``older_ids`` drew their ids, not the query plan's: the same
+    cut trains on the same rows in the same order."""
+    drawn = {i: n for n, i in enumerate(ids)}
+    return rows.sort_values("interaction_id", key=lambda s: s.map(drawn))
+
+
 _ID_RANGE = "SELECT min(id), max(id) FROM interactions WHERE ingest_xid < CAST(:xid AS xid8) AND {where}"
 _PRESENT = "SELECT id FROM interactions WHERE id = ANY(:ids) AND ingest_xid < CAST(:xid AS xid8) AND {where}"
 
@@ -144,8 +151,7 @@ def build(engine: Engine, store, cut: Cut, args: TrainingArguments) -> TrainingD
     ids = older_ids(engine, cut.xid_from, 2 * n_replay, seed)
     # Older rows were quarantined when their version consumed them: they are left out here too.
     older = quarantine(historical_features(store, _ids_sql(ids)))[0] if ids else new.iloc[:0]
-    drawn = {i: n for n, i in enumerate(ids)}  # keep the draw's order: the first n_replay replay, the rest guard
-    older = older.sort_values("interaction_id", key=lambda s: s.map(drawn))
+    older = in_draw_order(older, ids)  # the first n_replay replay, the rest guard
     replay, guard = older.iloc[:n_replay], older.iloc[n_replay:]
 
     items = catalog(engine)

@@ -31,7 +31,7 @@ from freshrec.search.index import ItemVectors, catch_up, normalised
 from freshrec.search.knownitem import KnownItems, known_items, training_exclusions
 from freshrec.search.pipeline import SearchConfig, SearchPipeline
 from freshrec.search.text import Vocabulary
-from freshrec.training.dataset import older_ids, split_by_basket
+from freshrec.training.dataset import in_draw_order, older_ids, split_by_basket
 from freshrec.training.search import SearchArguments, SearchFit, fit_adapter
 from freshrec.training.watermark import ZERO_XID, Cut
 from freshrec.words import words
@@ -134,9 +134,7 @@ def query_pairs(engine, cut: Cut, side: SearchSide, seed: int, args: SearchArgum
         ids = older_ids(engine, cut.xid_from, n_replay, seed, where=_SIGNALS)
         with engine.connect() as conn:
             replay = pd.read_sql(sa.text(_BY_ID), conn, params={"ids": ids})
-        # In the draw's order, not the plan's: the same cut trains on the same rows in the same order.
-        replay = _usable(replay.sort_values("interaction_id", key=lambda s: s.map({i: n for n, i in enumerate(ids)})),
-                         side, exclusions)
+        replay = _usable(in_draw_order(replay, ids), side, exclusions)
     return QueryPairs(pd.concat([train, replay], ignore_index=True), valid, gate, len(new), len(replay),
                       len(new) - len(usable))
 
